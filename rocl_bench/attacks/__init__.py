@@ -1,0 +1,5 @@
+"""Attacks: the shared PGD engine and its norms; the harness registers named attacks on top (attacks.registry)."""
+from .pgd import pgd
+from .projections import distance, project, project_l1_box
+
+__all__ = ["pgd", "distance", "project", "project_l1_box"]

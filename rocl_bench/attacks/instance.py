@@ -1,0 +1,35 @@
+"""RoCL's instance-wise attack: perturb one augmented view to break its match with another, no labels."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..losses import nt_xent, nt_xent_anchor_rows
+from .pgd import pgd
+
+
+def instance_attack(model: nn.Module, view: torch.Tensor, target: torch.Tensor, *, eps: float, step: float,
+                    steps: int, rand_init: bool, generator: torch.Generator, temperature: float = 0.5,
+                    detach_keys: bool = True, keep: torch.Tensor | None = None, norm: str = "linf") -> torch.Tensor:
+    """Maximise NT-Xent of the pair (view + δ, target) against the batch's other images as negatives.
+
+    Encoder and projector run in eval mode during the attack and return to their previous mode after (as in
+    the official code). The target's projection is a constant of the attack, so it is computed once, and each
+    step forwards the perturbed view alone; with detached keys (the official default) the loss reduces to the
+    perturbed view's own rows of the 2N×2N matrix (same gradient direction as the full matrix).
+    """
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        z_target = model.project(target)
+
+    def loss_fn(xa: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, None]:
+        z = model.project(xa)
+        if detach_keys:
+            return nt_xent_anchor_rows(z, z_target, temperature, keep), None
+        return nt_xent(torch.cat([z, z_target]), 2, temperature, detach_keys=False, keep=keep).unsqueeze(0), None
+
+    x_adv = pgd(loss_fn, view, norm=norm, eps=eps, step=step, steps=steps, rand_init=rand_init,
+                generator=generator)
+    model.train(was)
+    return x_adv

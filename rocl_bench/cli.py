@@ -1,0 +1,137 @@
+"""The command line: `rocl-bench train | run | table | plot | check | baseline | analyze`."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from . import __version__
+from .errors import UserError
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+def command(name: str) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
+    def add(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        COMMANDS[name] = fn
+        return fn
+    return add
+
+
+def _parse_set(items: list[str]) -> dict[str, Any]:
+    """--set key=value (value read as YAML, so numbers, lists and 8/255 fractions work); dots nest."""
+    params: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise UserError(f"--set {item}: expected KEY=VALUE, e.g. --set eps=8/255")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw) if raw else None
+        node = params
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return params
+
+
+TRAIN_FLAGS = ["method", "dataset", "model", "epochs", "batch_size", "lr", "optimizer", "seed", "device",
+               "data_root", "train_limit", "test_limit", "encoder", "weight_decay", "schedule"]
+
+
+@command("train")
+def _train(args: argparse.Namespace) -> int:
+    from .config import load_yaml
+    from .train import make_train_config, train
+
+    fields: dict[str, Any] = {}
+    where = "command line"
+    base = None
+    if args.config:
+        loaded = load_yaml(args.config)
+        if not isinstance(loaded, dict):
+            raise UserError(f"{args.config}: expected a mapping of training fields at the top level")
+        fields.update(loaded)
+        where, base = str(args.config), Path(args.config).resolve().parent
+    for flag in TRAIN_FLAGS:
+        value = getattr(args, flag)
+        if value is not None:
+            fields[flag] = value
+    if args.download:
+        fields["download"] = True
+    extra = _parse_set(args.set)
+    if extra:
+        fields["params"] = {**fields.get("params", {}), **extra}
+    cfg = make_train_config(fields, where, base)
+    train(cfg, args.out, resume=args.resume, progress=not args.quiet)
+    print(f"wrote {Path(args.out) / 'checkpoint.pt'}")
+    return 0
+
+
+def _not_yet(name: str, issue: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        raise UserError(f"'{name}' is not available yet ({issue}); see README.md for what is covered")
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rocl-bench", description="Adversarial-robustness benchmarking: train "
+                                     "defenses and evaluate them against a fixed attack battery.")
+    parser.add_argument("--version", action="version", version=f"rocl-bench {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train one model (any method) into --out")
+    t.add_argument("config", nargs="?", help="YAML file with the same fields as the flags")
+    t.add_argument("--out", required=True, help="output folder (checkpoint.pt, last.pt, metrics.jsonl)")
+    t.add_argument("--method")
+    t.add_argument("--dataset")
+    t.add_argument("--model")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", dest="batch_size", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--weight-decay", dest="weight_decay", type=float)
+    t.add_argument("--optimizer", choices=["sgd", "lars"])
+    t.add_argument("--schedule", choices=["cosine", "step", "constant"])
+    t.add_argument("--seed", type=int)
+    t.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    t.add_argument("--data-root", dest="data_root", help="data folder (else $ROCL_BENCH_DATA, else ./data)")
+    t.add_argument("--download", action="store_true", help="let torchvision download missing data")
+    t.add_argument("--train-limit", dest="train_limit", type=int, help="seeded stratified subset size")
+    t.add_argument("--test-limit", dest="test_limit", type=int)
+    t.add_argument("--encoder", help="pretrained checkpoint (linear, robust-linear, finetune)")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="method parameter, e.g. eps=8/255")
+    t.add_argument("--resume", action="store_true", help="continue from --out/last.pt")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.set_defaults(func=COMMANDS["train"])
+
+    for name, helptext, issue in [
+        ("run", "train what a YAML suite needs and evaluate every (model, attack) cell", "evaluation harness"),
+        ("table", "tables (Markdown, CSV, LaTeX, HTML) from a results folder", "reports"),
+        ("plot", "figures from a results folder", "reports"),
+        ("check", "compare a results folder with a stored baseline", "reports and CI"),
+        ("baseline", "write a baseline from a results folder", "reports and CI"),
+        ("analyze", "representation analysis of encoders", "science"),
+    ]:
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("args", nargs="*")
+        p.set_defaults(func=COMMANDS.get(name) or _not_yet(name, issue))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except UserError as e:
+        print(f"rocl-bench: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("rocl-bench: interrupted; finished work is saved, rerun the same command with --resume to continue",
+              file=sys.stderr)
+        return 130

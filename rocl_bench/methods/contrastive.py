@@ -1,0 +1,114 @@
+"""SimCLR (two views) and RoCL (two views + the instance-wise adversarial view), one loss each."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import nn
+
+from ..attacks.instance import instance_attack
+from ..config import require
+from ..data.augment import AugmentSpec, augment
+from ..losses import nt_xent
+from .base import Method, StepOutput, register_method
+from .false_negatives import FalseNegatives, keep_mask
+
+ROCL_STEP_RATIO = 0.007 / (8 / 255)    # the official 0.007 per step at ε = 8/255
+
+CONTRASTIVE_DEFAULTS = {"optimizer": "lars", "lr": 0.1, "weight_decay": 1e-6, "warmup_epochs": 10,
+                        "warmup_multiplier": 15.0, "schedule": "cosine", "schedule_epochs": 1000,
+                        "batch_size": 256}
+
+
+@dataclass(frozen=True)
+class SimCLRParams:
+    temperature: float = 0.5
+    detach_keys: bool = True             # official RoCL: mm(z, z.T.detach())
+    projector_hidden: int = 2048
+    projector_out: int = 128
+    false_negatives: FalseNegatives = field(default_factory=FalseNegatives)
+
+    def validate(self, where: str) -> None:
+        require(self.temperature > 0, f"{where}.temperature", f"must be > 0, got {self.temperature}")
+        require(self.projector_hidden > 0 and self.projector_out > 0, f"{where}.projector_hidden",
+                "projector sizes must be positive")
+
+
+@register_method
+class SimCLR(Method):
+    """Plain contrastive learning: the CSL baseline (RoCL's loop with the attack off)."""
+
+    name = "simclr"
+    Params = SimCLRParams
+    train_defaults = CONTRASTIVE_DEFAULTS
+    contrastive = True
+
+    def __init__(self, params: SimCLRParams, info) -> None:
+        super().__init__(params, info)
+        self.augment = AugmentSpec.for_kind(info.augment)
+
+    def views(self, x: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        return augment(x, self.augment, g), augment(x, self.augment, g)
+
+    def contrast(self, z: torch.Tensor, views: int, y: torch.Tensor) -> torch.Tensor:
+        keep = keep_mask(self.params.false_negatives, z, y, views)
+        return nt_xent(z, views, self.params.temperature, self.params.detach_keys, keep)
+
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> StepOutput:
+        t1, t2 = self.views(x, g)
+        return StepOutput(self.contrast(model.project(torch.cat([t1, t2])), 2, y), None, len(x))
+
+
+@dataclass(frozen=True)
+class RoCLParams(SimCLRParams):
+    eps: float | None = None             # dataset default (8/255 on CIFAR)
+    step_size: float | None = None       # 0.007 at 8/255
+    steps: int = 7
+    random_start: bool = True
+    regularizer_weight: float = 1 / 256  # λ (the official --lamda 256 divides the loss)
+    attack_to: Literal["other", "original"] = "other"
+    regularize_to: Literal["other", "original"] = "other"
+    reuse_projections: bool = False      # regulariser from the 3-view pass (BN sees 3N, not 2N): faster
+    attack_false_negatives: bool = False  # apply false-negative removal inside the attack loss too
+
+    def validate(self, where: str) -> None:
+        super().validate(where)
+        require(self.eps is None or 0 < self.eps <= 1, f"{where}.eps", f"must be in (0, 1], got {self.eps}")
+        require(self.step_size is None or self.step_size > 0, f"{where}.step_size", "must be positive")
+        require(1 <= self.steps <= 10_000, f"{where}.steps", f"must be between 1 and 10000, got {self.steps}")
+        require(self.regularizer_weight >= 0, f"{where}.regularizer_weight", "must be >= 0")
+
+
+@register_method
+class RoCL(SimCLR):
+    """Adversarial contrastive learning: t(x), t'(x) and t(x)^adv pulled together (Kim et al. 2020)."""
+
+    name = "rocl"
+    Params = RoCLParams
+
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> StepOutput:
+        p = self.params
+        eps = p.eps if p.eps is not None else self.info.eps
+        step = p.step_size if p.step_size is not None else eps * ROCL_STEP_RATIO
+        t1, t2 = self.views(x, g)
+        target = t2 if p.attack_to == "other" else t1
+        attack_keep = None
+        if p.attack_false_negatives and p.false_negatives.mode != "none":
+            with torch.no_grad():
+                was = model.training
+                model.eval()
+                attack_keep = keep_mask(p.false_negatives, model.project(torch.cat([t1, target])), y, 2)
+                model.train(was)
+        x_adv = instance_attack(model, t1, target, eps=eps, step=step, steps=p.steps, rand_init=p.random_start,
+                                generator=g, temperature=p.temperature, detach_keys=p.detach_keys,
+                                keep=attack_keep)
+        n = len(x)
+        z = model.project(torch.cat([t1, t2, x_adv]))
+        main = self.contrast(z, 3, y)
+        if p.reuse_projections:
+            z_reg = torch.cat([z[2 * n:], z[n:2 * n] if p.regularize_to == "other" else z[:n]])
+        else:
+            z_reg = model.project(torch.cat([x_adv, t2 if p.regularize_to == "other" else t1]))
+        reg = self.contrast(z_reg, 2, y)
+        return StepOutput(main + p.regularizer_weight * reg, None, n, {"reg": float(reg)})

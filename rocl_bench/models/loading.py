@@ -1,0 +1,54 @@
+"""Rebuild a model from a checkpoint (ours, or a plain state_dict plus a model name) and check it fits."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import UserError
+from .nets import MODELS, Classifier, ModelSpec, build_model
+
+
+def spec_for(arch: str, info: Any, num_classes: int | None = None, projector: tuple[int, int] | None = None,
+             in_channels: int | None = None, image_size: int | None = None) -> ModelSpec:
+    """The model spec for dataset `info` (a DatasetInfo)."""
+    MODELS.get(arch, "model")
+    return ModelSpec(arch, num_classes or info.num_classes, in_channels or info.channels,
+                     image_size or info.image_size, tuple(info.mean), tuple(info.std), projector)
+
+
+def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    """load_state_dict with a one-line explanation when the weights do not fit the architecture."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        detail = lines[1] if len(lines) > 1 else lines[0]
+        raise UserError(f"{where}: weights do not fit the architecture ({detail[:200]}); "
+                        "check --model / the checkpoint's architecture and class count") from None
+
+
+def classifier_from_checkpoint(ckpt: dict[str, Any], path: str | Path, model_name: str | None = None,
+                               info: Any = None) -> Classifier:
+    """A ready classifier in eval mode. Plain state_dicts need `model_name` and the dataset's info."""
+    where = f"checkpoint {path}"
+    if "model_spec" in ckpt:
+        spec = ModelSpec.from_dict(ckpt["model_spec"])
+        if model_name and model_name != spec.arch:
+            raise UserError(f"{where}: holds a '{spec.arch}' but model '{model_name}' was asked for; "
+                            f"drop --model or pass --model {spec.arch}")
+        if info is not None and info.num_classes and spec.num_classes != info.num_classes:
+            raise UserError(f"{where}: has {spec.num_classes} classes but dataset '{info.name}' has "
+                            f"{info.num_classes}; use a checkpoint trained on this dataset")
+    else:
+        if not model_name or info is None:
+            raise UserError(f"{where}: is a plain state_dict; name its architecture with --model NAME "
+                            f"(one of {', '.join(MODELS.names())}) and its dataset")
+        spec = spec_for(model_name, info)
+        if any(k.startswith("projector.") for k in ckpt["state_dict"]):
+            w = ckpt["state_dict"]["projector.0.weight"]
+            spec = ModelSpec(**{**spec.__dict__, "projector": (w.shape[0], ckpt["state_dict"]["projector.2.weight"].shape[0])})
+    model = build_model(spec)
+    load_state(model, ckpt["state_dict"], where)
+    return model.eval()
