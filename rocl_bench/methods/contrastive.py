@@ -111,4 +111,4 @@ class RoCL(SimCLR):
         else:
             z_reg = model.project(torch.cat([x_adv, t2 if p.regularize_to == "other" else t1]))
         reg = self.contrast(z_reg, 2, y)
-        return StepOutput(main + p.regularizer_weight * reg, None, n, {"reg": float(reg)})
+        return StepOutput(main + p.regularizer_weight * reg, None, n, {"reg": float(reg.detach())})

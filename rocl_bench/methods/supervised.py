@@ -81,4 +81,4 @@ class Trades(Method):
         logits = model(x)
         robust = trades_kl(model(x_adv), logits).mean()
         loss = F.cross_entropy(logits, y) + self.params.beta * robust
-        return StepOutput(loss, int((logits.argmax(1) == y).sum()), len(y), {"kl": float(robust)})
+        return StepOutput(loss, int((logits.argmax(1) == y).sum()), len(y), {"kl": float(robust.detach())})

@@ -160,7 +160,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
     payload = {"model_spec": model.spec.to_dict(), "method": cfg.method,
                "method_config": to_dict(cfg.method_params("config")), "train_config": to_dict(cfg),
                "config_hash": ident, "dataset": info.label or info.name, "package_version": __version__,
-               "torch_version": torch.__version__}
+               "torch_version": str(torch.__version__)}
     n = len(train_set)
     steps_per_epoch = max(1, n // cfg.batch_size) if n >= cfg.batch_size else 1
     sched = dict(total=cfg.epochs, schedule=cfg.schedule, warmup_epochs=cfg.warmup_epochs,
