@@ -70,6 +70,18 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("run")
+def _run(args: argparse.Namespace) -> int:
+    from .bench.runner import run_suite
+    from .bench.summary import summary_markdown
+
+    only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
+    records = run_suite(args.suite, out=args.out, device=args.device, limit=args.limit, only=only,
+                        data_root=args.data_root, progress=not args.quiet)
+    print(summary_markdown(records))
+    return 0
+
+
 def _not_yet(name: str, issue: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         raise UserError(f"'{name}' is not available yet ({issue}); see README.md for what is covered")
@@ -106,8 +118,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=COMMANDS["train"])
 
+    r = sub.add_parser("run", help="train what a YAML suite needs and evaluate every (model, attack) cell")
+    r.add_argument("suite", help="suite YAML file, e.g. suites/quickstart.yaml")
+    r.add_argument("--out", help="results folder (default results/<suite name>/)")
+    r.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    r.add_argument("--limit", type=int, help="cap training and test points (seeded, stratified)")
+    r.add_argument("--only", help="comma-separated model names to evaluate")
+    r.add_argument("--data-root", dest="data_root")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.set_defaults(func=COMMANDS["run"])
+
     for name, helptext, issue in [
-        ("run", "train what a YAML suite needs and evaluate every (model, attack) cell", "evaluation harness"),
         ("table", "tables (Markdown, CSV, LaTeX, HTML) from a results folder", "reports"),
         ("plot", "figures from a results folder", "reports"),
         ("check", "compare a results folder with a stored baseline", "reports and CI"),

@@ -76,7 +76,7 @@ class Baseline:
 @dataclass
 class Comparison:
     name: str
-    metric: str          # robust | clean | value
+    metric: str          # robust | clean
     ref: float           # percent
     ours: float          # percent
 
@@ -189,8 +189,9 @@ def find_column(table: Table, cell: Mapping[str, Any], warn: Callable[[str], Non
     if cell.get("attack"):
         hits = [c for c in hits if c.attack == cell["attack"]]
     if len(hits) > 1:
-        warn(f"baseline column {cell['column']!r} matches several attacks ({', '.join(map(str, (c.attack for c in hits)))}); "
-             f"using {hits[0].attack}; add \"attack\": \"<id>\" to the cell to choose")
+        ids = ", ".join(str(c.attack) for c in hits)
+        warn(f"baseline column {cell['column']!r} matches several attacks ({ids}); using {hits[0].attack}; "
+             f"add \"attack\": \"<id>\" to the cell to choose")
     return hits[0] if hits else None
 
 
@@ -258,7 +259,8 @@ def compare(baseline: Baseline, records: Records, warn: Callable[[str], None] | 
             if ours is None:
                 missing.append(cell.name)
                 continue
-            out.append(Comparison(cell.name, "value", float(c["value_percent"]), ours))
+            out.append(Comparison(cell.name, "clean" if col.kind == "clean" else "robust", float(c["value_percent"]),
+                                  ours))
             continue
         rec = by_key.get((c["model"], c["attack"], c.get("source") or None))
         if rec is None:
@@ -267,8 +269,14 @@ def compare(baseline: Baseline, records: Records, warn: Callable[[str], None] | 
         if c.get("n") is not None and rec.get("n") is not None and int(c["n"]) != int(rec["n"]):
             warn(f"{cell.name}: baseline has n={c['n']}, results have n={rec['n']} (line {rec.get('_line')}); "
                  f"numbers come from different test sets")
-        out.append(Comparison(cell.name, "robust", 100.0 * c["robust_accuracy"], 100.0 * rec["robust_accuracy"]))
         m = c["model"]
+        if attack_type(rec) == "clean":  # its robust accuracy is the clean accuracy: compare it once, as clean
+            ref = c["clean_accuracy"] if c.get("clean_accuracy") is not None else c["robust_accuracy"]
+            ours = rec["clean_accuracy"] if rec.get("clean_accuracy") is not None else rec["robust_accuracy"]
+            out.append(Comparison(f"{m} / clean", "clean", 100.0 * ref, 100.0 * ours))
+            clean_done.add(m)
+            continue
+        out.append(Comparison(cell.name, "robust", 100.0 * c["robust_accuracy"], 100.0 * rec["robust_accuracy"]))
         if clean_source.get(m) is cell and m not in clean_done and rec.get("clean_accuracy") is not None:
             clean_done.add(m)
             out.append(Comparison(f"{m} / clean", "clean", 100.0 * c["clean_accuracy"],

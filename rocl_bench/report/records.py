@@ -68,6 +68,11 @@ class Records:
     all: list[dict[str, Any]]
     skipped: list[int] = field(default_factory=list)
 
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        """Alias of `all` (the evaluation runner reads it under this name)."""
+        return self.all
+
     def latest(self) -> list[dict[str, Any]]:
         return latest_per_cell(self.all)
 
@@ -104,8 +109,11 @@ def _check_record(obj: Any) -> str | None:
     return None
 
 
-def load_records(results: str | Path, warn: Warn | None = None) -> Records:
-    """All usable records in file order. Bad lines are reported through `warn` (default: stderr) and skipped."""
+def load_records(results: str | Path, warn: Warn | None = None, allow_empty: bool = False) -> Records:
+    """All usable records in file order. Bad lines are reported through `warn` (default: stderr) and skipped.
+
+    A file without any usable record is a UserError for reports; pass allow_empty=True to get an empty
+    Records instead (e.g. when resuming a run whose first write was cut off)."""
     warn = warn or warn_stderr
     path = records_path(results)
     try:
@@ -130,7 +138,7 @@ def load_records(results: str | Path, warn: Warn | None = None) -> Records:
             continue
         obj["_line"] = number
         out.append(obj)
-    if not out:
+    if not out and not allow_empty:
         raise UserError(f"{path}: holds no usable records"
                         + (f" ({len(skipped)} bad line(s) skipped)" if skipped else " (the file is empty)")
                         + "; re-run the evaluation that writes it")

@@ -127,7 +127,7 @@ def _unique(values: Iterable[Any]) -> list[Any]:
     return out
 
 
-def _describe(latest: list[dict[str, Any]]) -> tuple[str, str]:
+def describe(latest: list[dict[str, Any]]) -> tuple[str, str]:
     """Caption fragments (text, tex): dataset, architecture, number of test points, split, suite."""
     ds = ", ".join(map(str, _unique(r.get("dataset") for r in latest))) or "unknown dataset"
     arch = ", ".join(map(str, _unique(r.get("arch") for r in latest))) or "unknown architecture"
@@ -294,7 +294,7 @@ def build_main_table(latest: list[dict[str, Any]], warn: Callable[[str], None] |
                 v = values.get((r.model, (c.kind, c.attack)))
             if v is not None:
                 out[(r.model, c)] = 100.0 * v
-    text, tex = _describe(latest)
+    text, tex = describe(latest)
     notes = []
     if any(c.kind == "square" for c in labeled):
         notes.append("Square: black-box (score-based) attack")
@@ -338,7 +338,7 @@ def build_transfer_table(latest: list[dict[str, Any]]) -> Table:
         for c in cols:
             if c.attack == r["attack"] and c.target == r["model"]:
                 values[(r.get("source") or "?", c)] = 100.0 * float(r["robust_accuracy"])
-    text, tex = _describe(latest)
+    text, tex = describe(latest)
     caption = (f"Transfer attacks: accuracy (%) of the target model (columns) on adversarial examples crafted on "
                f"the source model (rows); {text}.")
     caption_tex = (f"Transfer attacks: accuracy (\\%) of the target model (columns) on adversarial examples "
@@ -356,8 +356,9 @@ def with_reference(table: Table, refs: Mapping[tuple[str, Column], float]) -> Ta
         mine = {m: v for (m, col), v in refs.items() if col == c}
         if not mine:
             continue
-        ref = dataclasses.replace(c, role="ref", sub=f"{c.sub} ref".strip(), sub_tex=f"{c.sub_tex} ref".strip())
-        diff = dataclasses.replace(c, role="diff", sub=f"{c.sub} Δ".strip(), sub_tex=rf"{c.sub_tex} $\Delta$".strip())
+        # flat headers (md, csv) repeat the threat; LaTeX/HTML show ref and Δ under the same group header
+        ref = dataclasses.replace(c, role="ref", sub=f"{c.sub} ref".strip(), sub_tex="ref")
+        diff = dataclasses.replace(c, role="diff", sub=f"{c.sub} Δ".strip(), sub_tex=r"$\Delta$")
         cols += [ref, diff]
         for m, v in mine.items():
             values[(m, ref)] = v
@@ -396,7 +397,12 @@ def _cells(table: Table, fmt: str) -> list[list[str]]:
             if not math.isfinite(v):
                 line.append(na)
                 continue
-            s = f"{v:+.1f}" if c.role == "diff" else f"{v:.1f}"
+            if c.role == "diff":
+                s = f"{v:+.1f}"
+            elif c.role == "ref" and abs(v * 10 - round(v * 10)) > 1e-6:
+                s = f"{v:.2f}"  # keep a reference's second decimal (83.71), ours are one-decimal
+            else:
+                s = f"{v:.1f}"
             if fmt == "latex" and c.role == "diff":
                 s = s.replace("-", "$-$")
             line.append(wrap.format(s) if best[i, j] else s)
@@ -449,7 +455,7 @@ def _latex_polish(body: str, columns: list[Column]) -> str:
     spans, start = [], 0
     for j in range(1, len(columns) + 1):
         if j == len(columns) or columns[j].group_tex != columns[start].group_tex:
-            if columns[start].sub_tex:  # a group with sub-headers (Clean has none)
+            if any(c.sub_tex for c in columns[start:j]):  # a group with sub-headers (plain Clean has none)
                 spans.append(rf"\cmidrule(lr){{{start + 2}-{j + 1}}}")
             start = j
     out = [f"% rocl-bench table: needs {LATEX_NEEDS} in the preamble"]

@@ -150,11 +150,12 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
         model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(cfg, method.trainable(model))
     history: list[dict[str, Any]] = []
-    start = 0
+    start, seconds = 0, 0.0
     if state:
         load_state(model, state["state_dict"], f"{out}/{LAST}")
         optimizer.load_state_dict(state["optimizer"])
         history, start = list(state["metrics"]), int(state["epoch"])
+        seconds = float(state.get("train_seconds", 0.0))
         _write_metrics(out, history)
         log(f"resuming {out} after epoch {start}")
     payload = {"model_spec": model.spec.to_dict(), "method": cfg.method,
@@ -202,7 +203,8 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
         metrics = {"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "lr": lr,
                    "train_accuracy": correct / count if count else None}
         history.append(metrics)
-        save_checkpoint(out / LAST, {**payload, "epoch": epoch + 1, "metrics": history,
+        seconds += time.perf_counter() - t0
+        save_checkpoint(out / LAST, {**payload, "epoch": epoch + 1, "metrics": history, "train_seconds": seconds,
                                      "state_dict": model.state_dict(), "optimizer": optimizer.state_dict()})
         _write_metrics(out, history)
         acc = f"{metrics['train_accuracy']:.4f}" if count else "n/a"
@@ -212,7 +214,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
     if not method.contrastive:
         final["test_accuracy"] = clean_accuracy(model, test_set, device)
         log(f"clean test accuracy {final['test_accuracy']:.4f} on {len(test_set)} points")
-    ckpt = {**payload, "epoch": cfg.epochs, "metrics": history, "final_metrics": final,
+    ckpt = {**payload, "epoch": cfg.epochs, "metrics": history, "final_metrics": final, "train_seconds": seconds,
             "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}
     save_checkpoint(out / CHECKPOINT, ckpt)
     return {"format_version": 1, **ckpt}

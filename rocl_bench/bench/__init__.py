@@ -1,0 +1,1 @@
+"""The evaluation harness: YAML suites → validated plan → trained models → evaluated cells → records."""

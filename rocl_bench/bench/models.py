@@ -1,0 +1,111 @@
+"""Get every model a suite names: train what is missing (keyed by config hash), or load checkpoints/factories."""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..config import config_hash
+from ..data import dataset_info
+from ..errors import UserError
+from ..models.loading import classifier_from_checkpoint, load_state
+from ..models.smoothing import SmoothedClassifier
+from ..train import load_checkpoint, train
+from ..train.loop import identity_hash
+from .records import file_sha256
+from .suite import ModelEntry, Suite, smoothing_spec
+
+
+@dataclasses.dataclass
+class ReadyModel:
+    """A classifier ready for evaluation, with what its records need to say about it."""
+
+    name: str
+    label: str
+    method: str
+    arch: str
+    key: str                  # hash of what produced it (training config, or the checkpoint's bytes)
+    checkpoint: Path | None
+    checkpoint_sha256: str | None
+    module: nn.Module
+    train_seconds: float | None = None
+
+
+def _factory(spec: str, where: str) -> nn.Module:
+    mod_name, _, fn_name = spec.partition(":")
+    try:
+        fn = getattr(importlib.import_module(mod_name), fn_name)
+    except (ImportError, AttributeError) as e:
+        raise UserError(f"{where}.factory: cannot import '{spec}' ({e.__class__.__name__}: {e}); "
+                        "check the module path and that it is importable") from None
+    model = fn()
+    if not isinstance(model, nn.Module):
+        raise UserError(f"{where}.factory: '{spec}' returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def _load_external(entry: ModelEntry, suite: Suite) -> tuple[nn.Module, str, str]:
+    where = f"{suite.path}: models.{entry.name}"
+    info = dataset_info(suite.data.dataset)
+    if entry.factory:
+        model = _factory(entry.factory, where)
+        if entry.checkpoint:
+            ck = load_checkpoint(entry.checkpoint, f"{where}.checkpoint")
+            load_state(model, ck["state_dict"], f"{where}.checkpoint {entry.checkpoint}")
+        return model.eval(), "external", entry.factory
+    ck = load_checkpoint(entry.checkpoint, f"{where}.checkpoint")
+    model = classifier_from_checkpoint(ck, entry.checkpoint, entry.arch, info)
+    return model, str(ck.get("method", "external")), model.spec.arch
+
+
+def prepare_models(suite: Suite, out: Path, device: torch.device, names: list[str], progress: bool,
+                   log: Callable[[str], None]) -> dict[str, ReadyModel]:
+    """Models `names` (plus the encoders they need), trained into out/models/<name>-<hash>/ when missing."""
+    ready: dict[str, ReadyModel] = {}
+    needed = _with_dependencies(suite, names)
+    keys: dict[str, str] = {}
+    for name in suite.models:
+        if name not in needed:
+            continue
+        entry = suite.models[name]
+        label = entry.label or name
+        if entry.train is None:
+            module, method, arch = _load_external(entry, suite)
+            sha = file_sha256(Path(entry.checkpoint)) if entry.checkpoint else None
+            keys[name] = config_hash({"checkpoint": sha, "factory": entry.factory})
+            rm = ReadyModel(name, label, method, arch, keys[name], Path(entry.checkpoint) if entry.checkpoint else None,
+                            sha, module)
+        else:
+            cfg = entry.train
+            if entry.encoder_ref:
+                enc = ready[entry.encoder_ref]
+                cfg = dataclasses.replace(cfg, encoder=str(enc.checkpoint))
+            key_cfg = dataclasses.replace(cfg, encoder=keys[entry.encoder_ref]) if entry.encoder_ref else cfg
+            keys[name] = identity_hash(key_cfg)
+            folder = out / "models" / f"{name}-{keys[name]}"
+            done = folder / "checkpoint.pt"
+            if not done.exists():
+                log(f"training {name} ({cfg.method}, {cfg.model}, {cfg.epochs} epochs) -> {folder}")
+            ck = train(cfg, folder, resume=True, progress=progress, log=log if not done.exists() else (lambda s: None))
+            module = classifier_from_checkpoint(load_checkpoint(done), done)
+            rm = ReadyModel(name, label, cfg.method, module.spec.arch, keys[name], done, file_sha256(done), module,
+                            ck.get("train_seconds"))
+        if entry.smoothing:
+            spec = smoothing_spec(entry, dataset_info(suite.data.dataset).augment)
+            rm.module = SmoothedClassifier(rm.module, entry.smoothing.samples, spec, seed=suite.seed)
+        rm.module.to(device).eval()
+        ready[name] = rm
+    return ready
+
+
+def _with_dependencies(suite: Suite, names: list[str]) -> set[str]:
+    need = set(names)
+    for name in reversed(list(suite.models)):
+        ref = suite.models[name].encoder_ref
+        if name in need and ref:
+            need.add(ref)
+    return need

@@ -1,0 +1,236 @@
+"""`rocl-bench run`: train what a suite needs, evaluate every (model, attack) cell, append trusted records."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ..attacks.evaluate import EvalResult, check_bounds, evaluate
+from ..attacks.library import forked_rng
+from ..config import config_hash
+from ..data import dataset_info, load_dataset, stratified_subset
+from ..errors import UserError, suggest
+from ..methods import METHODS
+from ..report.records import encode_mask, load_records
+from ..train.checkpoint import atomic_write_bytes
+from ..train.loop import resolve_device
+from .models import ReadyModel, prepare_models
+from .records import RECORDS, ResultsLock, append_record, git_commit, peak_memory_mb, timestamp, versions
+from .sanity import cell_warnings
+from .suite import AttackEntry, Suite, load_suite
+
+
+def _limited(suite: Suite, limit: int | None) -> Suite:
+    """--limit N caps both the training and the test subsets (seeded, stratified), e.g. to try a GPU suite on a CPU."""
+    if not limit:
+        return suite
+    if limit < 1:
+        raise UserError(f"--limit: must be a positive number of points, got {limit}")
+    data = dataclasses.replace(suite.data, train_limit=min(limit, suite.data.train_limit or limit),
+                               test_limit=min(limit, suite.data.test_limit or limit))
+    models = {}
+    for name, m in suite.models.items():
+        if m.train is not None:
+            m = dataclasses.replace(m, train=dataclasses.replace(m.train, train_limit=data.train_limit,
+                                                                 test_limit=data.test_limit))
+        models[name] = m
+    return dataclasses.replace(suite, data=data, models=models)
+
+
+def output_dir(suite: Suite, out: str | None) -> Path:
+    if out:
+        return Path(out)
+    if suite.output.dir:
+        return (suite.path.resolve().parent / suite.output.dir).resolve()
+    return Path("results") / suite.name
+
+
+def plan_lines(suite: Suite, names: list[str]) -> list[str]:
+    evaluated = [n for n in names if is_classifier(suite, n)]
+    cells = len(evaluated) * len(suite.attacks)
+    pairs = [p for p in suite.transfer_pairs() if p[2] in evaluated and is_classifier(suite, p[0])]
+    lines = [f"suite {suite.name}: dataset {dataset_info(suite.data.dataset).label or suite.data.dataset}, "
+             f"train limit {suite.data.train_limit or 'all'}, test limit {suite.data.test_limit or 'all'}, "
+             f"seed {suite.seed}",
+             f"  models ({len(names)}): " + ", ".join(
+                 f"{n} [{suite.models[n].train.method}, {suite.models[n].train.model}, "
+                 f"{suite.models[n].train.epochs} ep]" if suite.models[n].train else f"{n} [checkpoint]"
+                 for n in names),
+             f"  attacks ({len(suite.attacks)}): " + ", ".join(suite.attacks),
+             f"  evaluated: {', '.join(evaluated)} (contrastive pre-training serves as encoders only)",
+             f"  cells: {cells} white-box/black-box + {len(pairs)} transfer"]
+    return lines
+
+
+def is_classifier(suite: Suite, name: str) -> bool:
+    """Contrastive pre-training (simclr, rocl) leaves an untrained head: such models serve as encoders only."""
+    m = suite.models[name]
+    return m.train is None or not METHODS.get(m.train.method).contrastive
+
+
+class Runner:
+    """Holds one run's state: the test set, the models, the records so far."""
+
+    def __init__(self, suite: Suite, out: Path, device: torch.device, progress: bool,
+                 log: Callable[[str], None]) -> None:
+        self.suite, self.out, self.device, self.progress, self.log = suite, out, device, progress, log
+        self.records_path = out / RECORDS
+        self.done: dict[str, dict[str, Any]] = {}       # config hash -> record (this folder, any run)
+        self.current: list[str] = []                     # this run's cells, in suite order
+        self.new: list[dict[str, Any]] = []
+
+    def load_test_set(self) -> None:
+        d = self.suite.data
+        full = load_dataset(d.dataset, False, d.root, d.download)
+        idx = (stratified_subset(full.labels, d.test_limit, self.suite.seed)
+               if d.test_limit and d.test_limit < len(full) else torch.arange(len(full)))
+        self.x, self.y = full.batch(idx)
+        self.x, self.y = self.x.to(self.device), self.y.to(self.device)
+        self.indices = idx
+        self.indices_hash = config_hash(idx.tolist())
+        index_file = self.out / "test_indices.json"
+        text = json.dumps({"dataset": d.dataset, "split": "test", "indices": idx.tolist()})
+        if not index_file.exists() or index_file.read_text() != text:
+            atomic_write_bytes(index_file, lambda f: f.write(text.encode()))
+
+    def base_record(self, m: ReadyModel, attack_id: str, spec: dict[str, Any], seen: bool,
+                    source: str | None, cell_hash: str) -> dict[str, Any]:
+        info = dataset_info(self.suite.data.dataset)
+        return {"suite": self.suite.name, "suite_hash": self.suite.hash(), "model": m.name,
+                "model_index": list(self.suite.models).index(m.name), "label": m.label, "method": m.method,
+                "dataset": info.label or info.name, "arch": m.arch, "split": "test", "n": len(self.y),
+                "test_indices_hash": self.indices_hash, "attack": attack_id,
+                "attack_index": list(self.suite.attacks).index(attack_id) if attack_id in self.suite.attacks else -1,
+                "attack_spec": spec, "seen": seen, "source": source, "seed": self.suite.seed,
+                "config_hash": cell_hash, "model_key": m.key, "checkpoint_sha256": m.checkpoint_sha256,
+                "train_seconds": m.train_seconds, "versions": versions(), "git_commit": git_commit(),
+                "device": str(self.device)}
+
+    def cell_hash(self, m: ReadyModel, spec: dict[str, Any], source_key: str | None = None) -> str:
+        return config_hash({"model": m.key, "attack": spec, "source": source_key, "test": self.indices_hash,
+                            "seed": self.suite.seed, "smoothing": dataclasses.asdict(self.suite.models[m.name].smoothing)
+                            if self.suite.models[m.name].smoothing else None})
+
+    def finish(self, rec: dict[str, Any], result: EvalResult, seconds: float) -> None:
+        rec.update({"clean_accuracy": result.clean_accuracy, "robust_accuracy": result.robust_accuracy,
+                    "robust_mask": encode_mask(result.robust.cpu().numpy()),
+                    "clean_mask": encode_mask(result.clean_correct.cpu().numpy()),
+                    "seconds": round(seconds, 3), "peak_memory_mb": round(peak_memory_mb(self.device.type), 1),
+                    "timestamp": timestamp(), "flags": result.flags})
+        rec["warnings"] = cell_warnings(rec, [self.done[h] for h in self.current])
+        for warning in rec["warnings"]:
+            self.log(f"  warning: {rec['model']} / {rec['attack']}: {warning}")
+        append_record(self.records_path, rec)
+        self.done[rec["config_hash"]] = rec
+        self.current.append(rec["config_hash"])
+        self.new.append(rec)
+
+    def _start_cell(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        return time.perf_counter()
+
+    def run_cell(self, m: ReadyModel, entry: AttackEntry) -> None:
+        spec = entry.attack.describe()
+        h = self.cell_hash(m, spec)
+        if h in self.done:
+            self.current.append(h)
+            return
+        t0 = self._start_cell()
+        result = evaluate(m.module, entry.attack, self.x, self.y, batch_size=self.suite.output.batch_size,
+                          seed=self.suite.seed)
+        self.finish(self.base_record(m, entry.id, spec, entry.seen, None, h), result, time.perf_counter() - t0)
+        self.log(f"  {m.name:<16} {entry.id:<20} clean {result.clean_accuracy:6.1%}  robust "
+                 f"{result.robust_accuracy:6.1%}  ({time.perf_counter() - t0:.1f}s)")
+
+    def craft(self, source: ReadyModel, entry: AttackEntry) -> torch.Tensor:
+        """Adversarial examples for every test point from the source's gradients alone."""
+        module = source.module
+        was = module.training
+        module.eval()
+        outs = []
+        with forked_rng(self.x.device, self.suite.seed):
+            g = torch.Generator().manual_seed(self.suite.seed)
+            for xb, yb in zip(self.x.split(self.suite.output.batch_size), self.y.split(self.suite.output.batch_size)):
+                x_adv, _ = entry.attack.run_with_flags(module, xb, yb, g, batch_size=self.suite.output.batch_size)
+                check_bounds(entry.attack, xb, x_adv)
+                outs.append(x_adv.detach())
+        module.train(was)
+        return torch.cat(outs)
+
+    @torch.no_grad()
+    def transfer_cell(self, source: ReadyModel, entry: AttackEntry, target: ReadyModel,
+                      cache: dict[tuple[str, str], torch.Tensor]) -> None:
+        spec = {"type": "transfer", "source": source.name, "crafted_with": entry.attack.describe()}
+        h = self.cell_hash(target, spec, source.key)
+        if h in self.done:
+            self.current.append(h)
+            return
+        t0 = self._start_cell()
+        key = (source.name, entry.id)
+        if key not in cache:
+            with torch.enable_grad():
+                cache[key] = self.craft(source, entry)
+        x_adv = cache[key]
+        target.module.eval()
+        bs = self.suite.output.batch_size
+        clean = torch.cat([target.module(xb).argmax(1) for xb in self.x.split(bs)]) == self.y
+        fooled_not = torch.cat([target.module(xb).argmax(1) for xb in x_adv.split(bs)]) == self.y
+        result = EvalResult(clean, clean & fooled_not, [])
+        self.finish(self.base_record(target, f"transfer:{entry.id}", spec, entry.seen, source.name, h), result,
+                    time.perf_counter() - t0)
+        self.log(f"  {target.name:<16} from {source.name:<11} {entry.id:<14} robust {result.robust_accuracy:6.1%}")
+
+
+def run_suite(path: str | Path, out: str | None = None, device: str | None = None, limit: int | None = None,
+              only: list[str] | None = None, data_root: str | None = None, progress: bool = True,
+              log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Run a suite; return the records of this suite's cells (new and reused), in suite order."""
+    suite = _limited(load_suite(path, data_root), limit)
+    names = list(suite.models)
+    if only:
+        for n in only:
+            if n not in suite.models:
+                raise UserError(f"--only: model '{n}' is not in {suite.path}{suggest(n, names)}; "
+                                f"models: {', '.join(names)}")
+        names = [n for n in names if n in only]
+    folder = output_dir(suite, out)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--out {folder}: is a file, not a folder; choose a folder path")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / ".write-test").write_bytes(b"")
+        (folder / ".write-test").unlink()
+    except OSError as e:
+        raise UserError(f"--out {folder}: cannot write there ({e.strerror}); choose a writable folder") from None
+    dev = resolve_device(device or suite.device)
+    for line in plan_lines(suite, names):
+        log(line)
+    runner = Runner(suite, folder, dev, progress, log)
+    with ResultsLock(folder):
+        if runner.records_path.exists():
+            for rec in load_records(folder).records:
+                runner.done[rec.get("config_hash", "")] = rec
+        try:
+            runner.load_test_set()
+            models = prepare_models(suite, folder, dev, names + [s for s, _, _ in suite.transfer_pairs()], progress,
+                                    log)
+            log(f"evaluating on {len(runner.y)} test points ({dev})")
+            for name in names:
+                if not is_classifier(suite, name):
+                    continue
+                for entry in suite.attacks.values():
+                    runner.run_cell(models[name], entry)
+            cache: dict[tuple[str, str], torch.Tensor] = {}
+            for source, aid, target in suite.transfer_pairs():
+                if target in names and is_classifier(suite, target) and is_classifier(suite, source):
+                    runner.transfer_cell(models[source], suite.attacks[aid], models[target], cache)
+        except KeyboardInterrupt:
+            log(f"interrupted: {len(runner.new)} cell(s) finished in this run and saved in {runner.records_path}; "
+                "rerun the same command to resume")
+            raise
+    return [runner.done[h] for h in runner.current]

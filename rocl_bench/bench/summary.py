@@ -1,0 +1,30 @@
+"""The Markdown summary printed at the end of `rocl-bench run` (the reports module makes the paper tables)."""
+from __future__ import annotations
+
+from typing import Any
+
+
+def summary_markdown(records: list[dict[str, Any]]) -> str:
+    """Models × attacks, robust accuracy in percent (transfer cells averaged over sources)."""
+    if not records:
+        return "(no cells)"
+    models: dict[str, str] = {}
+    attacks: list[str] = []
+    cells: dict[tuple[str, str], list[float]] = {}
+    clean: dict[str, float] = {}
+    for r in records:
+        models.setdefault(r["model"], r.get("label") or r["model"])
+        if r["attack"] not in attacks:
+            attacks.append(r["attack"])
+        cells.setdefault((r["model"], r["attack"]), []).append(r["robust_accuracy"])
+        if r.get("attack_spec", {}).get("type") != "transfer":
+            clean[r["model"]] = r["clean_accuracy"]
+    head = ["model", "clean"] + attacks
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m, label in models.items():
+        row = [label, f"{100 * clean[m]:.1f}" if m in clean else ""]
+        for a in attacks:
+            v = cells.get((m, a))
+            row.append(f"{100 * sum(v) / len(v):.1f}" if v else "")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,156 @@
+"""argparse handlers for `rocl-bench table | plot | check | baseline`.
+
+Wire them into the CLI with `add_report_parsers(subparsers)`; each handler returns an exit code and raises
+UserError (printed as one line, exit 2) for user mistakes. Heavy imports (pandas, matplotlib, torch for the
+atomic writer) happen inside the handlers, so building the parser stays cheap.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+
+TABLE_FORMATS = ("md", "csv", "latex", "html")          # = tables.FORMATS
+PLOT_KINDS = ("eps-curve", "transfer", "training")       # = plots.KINDS
+DEFAULT_TOL = 0.5                                        # = check.DEFAULT_TOL
+EXT_FORMAT = {".md": "md", ".markdown": "md", ".csv": "csv", ".tex": "latex", ".html": "html", ".htm": "html"}
+
+
+def _write_text(path: str | Path, text: str) -> Path:
+    from ..train.checkpoint import atomic_write_bytes
+
+    p = Path(path)
+    try:
+        atomic_write_bytes(p, lambda f: f.write(text.encode("utf-8")))
+    except OSError as e:
+        raise UserError(f"--out {p}: cannot be written ({e.strerror or e}); choose a writable path") from None
+    return p
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    from . import check as check_mod
+    from . import tables
+    from .records import load_records
+
+    fmt = args.format or EXT_FORMAT.get(Path(args.out).suffix.lower() if args.out else "", "md")
+    recs = load_records(args.results)
+    latest = recs.latest()
+    if args.kind == "transfer":
+        if args.compare:
+            raise UserError("--compare works with --kind main only (baselines name main-table cells)")
+        table = tables.build_transfer_table(latest)
+    else:
+        table = tables.build_main_table(latest)
+        if args.compare:
+            baseline = check_mod.load_baseline(args.compare)
+            refs, missing = check_mod.reference_values(baseline, table)
+            if missing:
+                print(f"rocl-bench: warning: {len(missing)} cell(s) of {args.compare} have no counterpart in the "
+                      f"table and are not shown: {'; '.join(missing)}", file=sys.stderr)
+            table = tables.with_reference(table, refs)
+    text = tables.render(table, fmt)
+    if args.out:
+        print(f"wrote {_write_text(args.out, text)}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from . import plots
+    from .records import load_records
+
+    if args.kind == "training":
+        fig = plots.training_figure(args.results)
+        base = Path(args.results) if Path(args.results).is_dir() else Path(args.results).parent
+    else:
+        recs = load_records(args.results)
+        latest = recs.latest()
+        fig = plots.eps_curve_figure(latest) if args.kind == "eps-curve" else plots.transfer_figure(latest)
+        base = recs.path.parent
+    out = Path(args.out) if args.out else base / "figures" / f"{args.kind}.png"
+    print(f"wrote {plots.save_figure(fig, out)}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from . import check as check_mod
+    from .records import load_records
+
+    tol = check_mod.check_tol(args.tol)
+    baseline = check_mod.load_baseline(args.against)
+    recs = load_records(args.results)
+    if tol is None:
+        tol = baseline.tolerance if baseline.tolerance is not None else check_mod.DEFAULT_TOL
+    return check_mod.check(baseline, recs, float(tol), args.allow_improvement)
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from . import check as check_mod
+    from .records import load_records, records_path
+
+    tol = check_mod.check_tol(args.tol)
+    recs = load_records(args.results)
+    cmd = f"rocl-bench baseline {shlex.quote(str(args.results))} --out {shlex.quote(str(args.out))}" + (
+        f" --tol {tol:g}" if tol is not None else "")
+    source = f"{cmd} (records: {records_path(args.results)})"
+    data: dict[str, Any] = check_mod.make_baseline(recs, tol, source)
+    existed = Path(args.out).exists()
+    _write_text(args.out, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    print(f"wrote {args.out} ({len(data['cells'])} cells, tolerance {data['tolerance_points']:g} points)"
+          + (" — replaced the existing file" if existed else ""))
+    return 0
+
+
+def _points(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of percentage points") from None
+
+
+def add_report_parsers(sub: Any) -> None:
+    """Add `table`, `plot`, `check` and `baseline` to an argparse subparsers object."""
+    t = sub.add_parser("table", help="tables (Markdown, CSV, LaTeX, HTML) from a results folder",
+                       description="Accuracy table: rows = models in suite order, columns grouped by threat model "
+                                   "(Clean, Seen, Unseen per norm, AutoAttack, Square, Transfer = mean over "
+                                   "sources, Worst case at the seen budget); best per column in bold.")
+    t.add_argument("results", help="results folder (with records.jsonl) or a records.jsonl file")
+    t.add_argument("--format", choices=list(TABLE_FORMATS),
+                   help="output format (default: from the --out extension, else md)")
+    t.add_argument("--out", help="write here (atomically) instead of printing")
+    t.add_argument("--compare", metavar="BASELINE",
+                   help="baseline JSON: adds 'ref' and 'Δ' (ours - ref, points) beside each column it covers")
+    t.add_argument("--kind", choices=["main", "transfer"], default="main",
+                   help="main table (default) or the transfer matrix (sources x targets)")
+    t.set_defaults(func=cmd_table)
+
+    p = sub.add_parser("plot", help="figures from a results folder")
+    p.add_argument("results", help="results folder or records.jsonl; for --kind training a run folder with "
+                                   "metrics.jsonl or any folder above several")
+    p.add_argument("--kind", required=True, choices=list(PLOT_KINDS))
+    p.add_argument("--out", help="figure path, .png/.pdf/.svg (default: RESULTS/figures/KIND.png)")
+    p.set_defaults(func=cmd_plot)
+
+    c = sub.add_parser("check", help="compare a results folder with a stored baseline",
+                       description="Exit 0 when every baseline cell is within tolerance, 1 when any dropped "
+                                   "(or rose, without --allow-improvement), 2 on bad input or missing cells.")
+    c.add_argument("results", help="results folder or records.jsonl")
+    c.add_argument("--against", required=True, metavar="BASELINE", help="baseline JSON, e.g. baselines/NAME.json")
+    c.add_argument("--tol", type=_points, metavar="POINTS",
+                   help=f"tolerance in percentage points (default: the baseline's tolerance_points, "
+                        f"else {DEFAULT_TOL})")
+    c.add_argument("--allow-improvement", action="store_true", help="accept values that rose beyond tolerance")
+    c.set_defaults(func=cmd_check)
+
+    b = sub.add_parser("baseline", help="write a baseline from a results folder")
+    b.add_argument("results", help="results folder or records.jsonl")
+    b.add_argument("--out", required=True, help="baseline JSON to write, e.g. baselines/NAME.json")
+    b.add_argument("--tol", type=_points, metavar="POINTS",
+                   help=f"tolerance_points stored in the baseline (default {DEFAULT_TOL})")
+    b.set_defaults(func=cmd_baseline)

@@ -1,0 +1,233 @@
+"""Figures from records and training logs: ε-curves, transfer heat maps, training curves.
+
+Figures are built on matplotlib's object API (Figure + Agg canvas): no pyplot, no global backend switch.
+Every figure is written atomically (temp file + rename); the format follows the file extension.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FormatStrFormatter, LogLocator
+
+from ..errors import UserError
+from ..train.checkpoint import atomic_write_bytes
+from .records import NORM_ORDER, attack_type, eps_text, model_label, norm_text, threat, warn_stderr
+from .tables import build_transfer_table, describe
+
+KINDS = ("eps-curve", "transfer", "training")
+FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg"}
+DPI = 200
+NORM_AXIS = {"linf": "ℓ∞ radius ε", "l2": "ℓ2 radius ε", "l1": "ℓ1 radius ε"}
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_figure(fig: Figure, out: str | Path) -> Path:
+    out = Path(out)
+    fmt = FORMATS.get(out.suffix.lower())
+    if fmt is None:
+        raise UserError(f"--out {out}: unsupported figure type '{out.suffix}'; use .png, .pdf or .svg")
+    try:
+        atomic_write_bytes(out, lambda f: fig.savefig(f, format=fmt, dpi=DPI, bbox_inches="tight"))
+    except OSError as e:
+        raise UserError(f"--out {out}: cannot be written ({e.strerror or e}); choose a writable path") from None
+    return out
+
+
+def _legend_outside(fig: Figure, ax: Any, title: str | None = None) -> None:
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, title=title,
+                   fontsize=9, title_fontsize=9)
+
+
+# ---------------------------------------------------------------------------------------- eps curve
+def eps_curve_figure(latest: list[dict[str, Any]]) -> Figure:
+    """Accuracy (%) vs ε under PGD, one panel per norm, one line per model; clean accuracy at ε = 0."""
+    pgd = [r for r in latest if attack_type(r) == "pgd"]
+    if not pgd:
+        raise UserError("no PGD cells in these records: the eps curve plots PGD accuracy against ε; add PGD attacks "
+                        "at several ε to the suite")
+    norms = sorted({threat(r)[1] for r in pgd if threat(r)[1]}, key=lambda n: NORM_ORDER.get(n, 9))
+    models: dict[str, str] = {}
+    for r in latest:
+        models.setdefault(r["model"], model_label(r))
+    clean: dict[str, float] = {}
+    for r in latest:
+        if attack_type(r) == "clean" or (r["model"] not in clean and r.get("clean_accuracy") is not None):
+            v = r.get("clean_accuracy")
+            clean[r["model"]] = 100.0 * float(v if v is not None else r["robust_accuracy"])
+    seen_eps = {threat(r)[1]: threat(r)[2] for r in pgd if r.get("seen")}
+    fig = _new_figure(3.6 * len(norms) + 0.4, 3.4)
+    axes = fig.subplots(1, len(norms), squeeze=False)[0]
+    for ax, norm in zip(axes, norms):
+        for m, label in models.items():
+            pts: dict[float, float] = {}
+            for r in pgd:
+                kind, n, e = threat(r)
+                if r["model"] == m and n == norm and e is not None:
+                    pts[e] = min(pts.get(e, math.inf), 100.0 * r["robust_accuracy"])  # strongest PGD per ε
+            if not pts:
+                continue
+            if m in clean:
+                pts[0.0] = clean[m]
+            xs = sorted(pts)
+            ax.plot(xs, [pts[x] for x in xs], marker="o", markersize=4, linewidth=1.5, label=label)
+        if seen_eps.get(norm) is not None:
+            ax.axvline(seen_eps[norm], color="0.5", linestyle=":", linewidth=1, label="training ε (seen)")
+        ticks = sorted({0.0} | {threat(r)[2] for r in pgd if threat(r)[1] == norm and threat(r)[2] is not None})
+        ax.set_xticks(ticks)
+        ax.set_xticklabels(["0"] + [eps_text(t) for t in ticks[1:]], rotation=30 if len(ticks) > 4 else 0)
+        ax.set_ylim(0, 100)
+        ax.set_xlabel(NORM_AXIS.get(norm, f"{norm} radius ε"))
+        ax.set_title(f"PGD, {norm_text(norm)} threat model", fontsize=10)
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel("Accuracy under attack (%)")
+    # one legend for all panels: union of labels, first panel that has each
+    handles: dict[str, Any] = {}
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    fig.legend(list(handles.values()), list(handles), loc="center left", bbox_to_anchor=(1.0, 0.5),
+               frameon=False, fontsize=9)
+    fig.suptitle(f"Robust accuracy vs perturbation budget (ε = 0: clean) — {describe(latest)[0]}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# -------------------------------------------------------------------------------------- transfer map
+def transfer_figure(latest: list[dict[str, Any]]) -> Figure:
+    """Heat map sources × targets of the accuracy under transfer attacks, numbers in the cells."""
+    table = build_transfer_table(latest)
+    groups: list[str] = []
+    for c in table.columns:
+        if c.group not in groups:
+            groups.append(c.group)
+    targets = list(dict.fromkeys(c.sub for c in table.columns))
+    width = max(4.5, 0.9 * len(targets) + 2.5)
+    fig = _new_figure(width * len(groups), max(3.0, 0.55 * len(table.rows) + 2.2))
+    axes = fig.subplots(1, len(groups), squeeze=False)[0]
+    image = None
+    for ax, g in zip(axes, groups):
+        cols = [c for c in table.columns if c.group == g]
+        m = np.array([[table.value(r.model, c) for c in cols] for r in table.rows], dtype=float)
+        image = ax.imshow(np.ma.masked_invalid(m), cmap="viridis", vmin=0, vmax=100, aspect="auto")
+        ax.set_facecolor("0.85")
+        for i in range(m.shape[0]):
+            for j in range(m.shape[1]):
+                v = m[i, j]
+                text = "–" if not math.isfinite(v) else f"{v:.1f}"
+                color = "black" if not math.isfinite(v) or v > 60 else "white"
+                ax.text(j, i, text, ha="center", va="center", fontsize=9, color=color)
+        ax.set_xticks(range(len(cols)))
+        ax.set_xticklabels([c.sub for c in cols], rotation=30, ha="right")
+        ax.set_yticks(range(len(table.rows)))
+        ax.set_yticklabels([r.label for r in table.rows])
+        ax.set_xlabel("Target model (attacked)")
+        ax.set_ylabel("Source model (examples crafted on)")
+        ax.set_title(g, fontsize=10)
+    cbar = fig.colorbar(image, ax=list(axes), fraction=0.046, pad=0.04)
+    cbar.set_label("Accuracy of target under transfer attack (%)")
+    fig.suptitle(f"Transfer attacks — {describe(latest)[0]}", fontsize=10)
+    return fig
+
+
+# ------------------------------------------------------------------------------------ training logs
+def find_metrics(results: str | Path) -> list[Path]:
+    p = Path(results)
+    if p.is_file():
+        if p.name.endswith(".jsonl") and p.name != "records.jsonl":
+            return [p]
+        p = p.parent
+    if not p.is_dir():
+        raise UserError(f"{results}: not found; pass a run folder (with metrics.jsonl) or a results folder")
+    if (p / "metrics.jsonl").is_file():
+        return [p / "metrics.jsonl"]
+    found = sorted(p.rglob("metrics.jsonl"))
+    if not found:
+        raise UserError(f"{results}: no metrics.jsonl in this folder or below it; pass the --out folder of "
+                        f"'rocl-bench train' or a results folder with models/*/metrics.jsonl")
+    return found
+
+
+def read_metrics(path: Path, warn: Callable[[str], None]) -> list[dict[str, Any]]:
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            warn(f"{path}:{number}: not valid JSON ({e.msg}), line skipped")
+            continue
+        if not isinstance(obj, dict) or not isinstance(obj.get("epoch"), (int, float)):
+            warn(f"{path}:{number}: no numeric 'epoch', line skipped")
+            continue
+        rows.append(obj)
+    return rows
+
+
+def training_figure(results: str | Path, warn: Callable[[str], None] | None = None) -> Figure:
+    """Training loss and train accuracy (%) vs epoch, one line per run."""
+    warn = warn or warn_stderr
+    files = find_metrics(results)
+    base = Path(results) if Path(results).is_dir() else Path(results).parent
+    fig = _new_figure(8.8, 3.4)
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    any_acc, losses = False, []
+    for f in files:
+        rows = read_metrics(f, warn)
+        if not rows:
+            warn(f"{f}: no usable epochs, not plotted")
+            continue
+        try:
+            name = str(f.parent.relative_to(base)) if f.parent != base else f.parent.name
+        except ValueError:
+            name = f.parent.name
+        name = name or f.parent.resolve().name
+        ep = [r["epoch"] for r in rows if isinstance(r.get("loss"), (int, float))]
+        lo = [r["loss"] for r in rows if isinstance(r.get("loss"), (int, float))]
+        line = ax_loss.plot(ep, lo, marker="o", markersize=3, linewidth=1.5, label=name)[0]
+        losses += [v for v in lo if math.isfinite(v)]
+        acc = [(r["epoch"], 100.0 * r["train_accuracy"]) for r in rows
+               if isinstance(r.get("train_accuracy"), (int, float))]
+        if acc:
+            any_acc = True
+            ax_acc.plot(*zip(*acc), marker="o", markersize=3, linewidth=1.5, color=line.get_color(), label=name)
+    if not losses:
+        raise UserError(f"{results}: the metrics files hold no loss values to plot")
+    if min(losses) > 0 and max(losses) / min(losses) > 5:  # contrastive and CE losses differ in scale
+        ax_loss.set_yscale("log")
+        ax_loss.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax_loss.yaxis.set_minor_locator(LogLocator(base=10, subs=(2.0, 3.0, 5.0)))
+        ax_loss.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+        ax_loss.set_ylabel("Training loss, log scale")
+    ax_loss.set_xlabel("Epoch")
+    if ax_loss.get_yscale() != "log":
+        ax_loss.set_ylabel("Training loss")
+    ax_loss.set_title("Training loss per epoch", fontsize=10)
+    ax_acc.set_xlabel("Epoch")
+    ax_acc.set_ylabel("Train accuracy (%)")
+    ax_acc.set_title("Train accuracy per epoch", fontsize=10)
+    if not any_acc:
+        ax_acc.text(0.5, 0.5, "no train accuracy recorded\n(self-supervised pre-training)", ha="center",
+                    va="center", transform=ax_acc.transAxes, color="0.4")
+        ax_acc.set_ylim(0, 100)
+    for ax in (ax_loss, ax_acc):
+        ax.grid(True, alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    _legend_outside(fig, ax_loss, title="run")
+    fig.suptitle(f"Training curves of {len(files)} run(s) under {base} (loss is each method's own objective)",
+                 fontsize=10)
+    fig.tight_layout()
+    return fig
