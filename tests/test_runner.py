@@ -1,0 +1,190 @@
+"""`rocl-bench run`: records, resume, changed cells, transfer, lock, API, CLI."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import rocl_bench
+from rocl_bench.bench.runner import run_suite
+from rocl_bench.errors import UserError
+from rocl_bench.report.records import decode_mask
+
+SUITE = """
+name: tiny
+seed: 0
+data: {dataset: digits, train_limit: 300, test_limit: 120}
+models:
+  standard: {label: Standard, method: standard, epochs: 3, batch_size: 64}
+  madry: {label: Madry AT, method: madry, epochs: 3, batch_size: 64}
+attacks:
+  clean: {type: clean}
+  pgd_small: {type: pgd, norm: linf, eps: 0.05, steps: 10, seen: true}
+  pgd_large: {type: pgd, norm: linf, eps: 0.15, steps: 10}
+  pgd_l1: {type: pgd, norm: l1, eps: 2.0, steps: 10}
+transfer: {sources: all, attacks: [pgd_small]}
+"""
+
+QUIET = dict(progress=False, log=lambda s: None)
+REQUIRED = ("suite", "model", "method", "dataset", "split", "n", "attack", "attack_spec", "clean_accuracy",
+            "robust_accuracy", "seconds", "seed", "config_hash", "checkpoint_sha256", "versions", "git_commit",
+            "device", "timestamp", "robust_mask", "peak_memory_mb", "train_seconds", "warnings", "flags")
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("suite")
+    (root / "tiny.yaml").write_text(SUITE)
+    records = run_suite(root / "tiny.yaml", out=str(root / "out"), **QUIET)
+    return root, records
+
+
+def test_records_hold_every_cell_with_provenance(first_run):
+    root, records = first_run
+    assert len(records) == 2 * 4 + 2              # 8 white-box cells, 2 transfer cells
+    lines = (root / "out" / "records.jsonl").read_text().splitlines()
+    assert len(lines) == len(records)
+    for rec in map(json.loads, lines):
+        for key in REQUIRED:
+            assert key in rec, key
+        assert rec["n"] == 120 and rec["dataset"] == "digits"
+        assert 0 <= rec["robust_accuracy"] <= rec["clean_accuracy"] <= 1
+        for lib in ("torch", "torchattacks", "pyautoattack", "rocl_bench"):
+            assert lib in rec["versions"]
+    assert (root / "out" / "test_indices.json").exists()
+
+
+def test_robust_mask_matches_accuracy_and_implies_clean_correct(first_run):
+    _, records = first_run
+    for rec in records:
+        robust = decode_mask(rec["robust_mask"], rec["n"])
+        clean = decode_mask(rec["clean_mask"], rec["n"])
+        assert robust.mean() == pytest.approx(rec["robust_accuracy"])
+        assert not (robust & ~clean).any()
+
+
+def test_madry_beats_standard_and_accuracy_falls_with_eps(first_run):
+    _, records = first_run
+    acc = {(r["model"], r["attack"]): r["robust_accuracy"] for r in records}
+    assert acc[("madry", "pgd_small")] > acc[("standard", "pgd_small")]
+    for m in ("standard", "madry"):
+        assert acc[(m, "pgd_large")] <= acc[(m, "pgd_small")] <= acc[(m, "clean")]
+    assert all(not r["warnings"] for r in records if r["attack_spec"]["type"] != "transfer")
+
+
+def test_rerun_reuses_every_cell_and_model(first_run):
+    root, records = first_run
+    before = (root / "out" / "records.jsonl").read_bytes()
+    again = run_suite(root / "tiny.yaml", out=str(root / "out"), **QUIET)
+    assert (root / "out" / "records.jsonl").read_bytes() == before
+    assert [r["config_hash"] for r in again] == [r["config_hash"] for r in records]
+
+
+def test_changed_attack_reruns_only_its_cells(first_run, tmp_path):
+    root, _ = first_run
+    import shutil
+    shutil.copytree(root / "out", tmp_path / "out")
+    (tmp_path / "tiny.yaml").write_text(SUITE.replace("eps: 0.15", "eps: 0.2"))
+    before = len((tmp_path / "out" / "records.jsonl").read_text().splitlines())
+    log = []
+    run_suite(tmp_path / "tiny.yaml", out=str(tmp_path / "out"), progress=False, log=log.append)
+    after = (tmp_path / "out" / "records.jsonl").read_text().splitlines()
+    assert len(after) == before + 2
+    assert {json.loads(x)["attack"] for x in after[before:]} == {"pgd_large"}
+    assert not any(line.startswith("training") for line in log)
+
+
+def test_transfer_uses_only_the_source_gradients(first_run):
+    """The target is a frozen model whose forward records calls: crafting must not touch it."""
+    _, records = first_run
+    transfer = [r for r in records if r["attack_spec"]["type"] == "transfer"]
+    assert {(r["source"], r["model"]) for r in transfer} == {("standard", "madry"), ("madry", "standard")}
+    from rocl_bench.bench.runner import Runner
+    from rocl_bench.bench.models import ReadyModel
+    from rocl_bench.bench.suite import load_suite
+    import tempfile
+
+    calls = {"target": 0}
+
+    class Spy(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            calls["target"] += 1
+            assert not torch.is_grad_enabled() or not x.requires_grad, "target called with gradients"
+            return self.inner(x)
+
+    root = first_run[0]
+    suite = load_suite(root / "tiny.yaml")
+    runner = Runner(suite, root / "out", torch.device("cpu"), False, lambda s: None)
+    runner.load_test_set()
+    from rocl_bench.train import load_checkpoint
+    from rocl_bench.models.loading import classifier_from_checkpoint
+    src_dir = next((root / "out" / "models").glob("madry-*"))
+    tgt_dir = next((root / "out" / "models").glob("standard-*"))
+    src = classifier_from_checkpoint(load_checkpoint(src_dir / "checkpoint.pt"), "src")
+    tgt = classifier_from_checkpoint(load_checkpoint(tgt_dir / "checkpoint.pt"), "tgt")
+    x_adv = runner.craft(ReadyModel("madry", "M", "madry", "mlp", "k", None, None, src), suite.attacks["pgd_small"])
+    assert calls["target"] == 0
+    spy = Spy(tgt)
+    with torch.no_grad():
+        spy(x_adv)
+    assert calls["target"] == 1
+
+
+def test_lock_refuses_a_second_writer_and_takes_over_a_stale_one(first_run):
+    root, _ = first_run
+    lock = root / "out" / ".lock"
+    lock.write_text(str(os.getppid()))          # a live process that is not us
+    with pytest.raises(UserError, match="another rocl-bench run"):
+        run_suite(root / "tiny.yaml", out=str(root / "out"), **QUIET)
+    lock.write_text("999999")                     # no such process: stale
+    run_suite(root / "tiny.yaml", out=str(root / "out"), **QUIET)
+    assert not lock.exists()
+
+
+def test_only_and_limit_select_models_and_points(first_run, tmp_path):
+    root, _ = first_run
+    recs = run_suite(root / "tiny.yaml", out=str(tmp_path / "o"), only=["standard"], limit=60, **QUIET)
+    assert {r["model"] for r in recs} == {"standard"} and all(r["n"] == 60 for r in recs)
+    with pytest.raises(UserError, match="did you mean 'madry'"):
+        run_suite(root / "tiny.yaml", out=str(tmp_path / "o"), only=["madri"], **QUIET)
+
+
+def test_python_api_evaluates_a_users_own_module():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    df = rocl_bench.evaluate(net, {"clean": {"type": "clean"}, "pgd": {"type": "pgd", "norm": "linf", "eps": 0.1,
+                                                                       "steps": 5}}, "digits", limit=50)
+    assert list(df["attack"]) == ["clean", "pgd"] and (df["n"] == 50).all()
+    assert df.loc[1, "robust_accuracy"] <= df.loc[0, "robust_accuracy"]
+
+
+def test_factory_model_in_a_suite(tmp_path):
+    pkg = tmp_path / "mynets.py"
+    pkg.write_text("import torch\n\ndef make_net():\n    torch.manual_seed(0)\n"
+                   "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))\n")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    torch.save(net.state_dict(), tmp_path / "mine.pt")
+    (tmp_path / "s.yaml").write_text("name: mine\ndata: {dataset: digits, test_limit: 40}\n"
+                                     "models:\n  mine: {factory: 'mynets:make_net', checkpoint: mine.pt}\n"
+                                     "attacks:\n  clean: {type: clean}\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        recs = run_suite(tmp_path / "s.yaml", out=str(tmp_path / "o"), **QUIET)
+    finally:
+        sys.path.remove(str(tmp_path))
+    assert recs[0]["model"] == "mine" and recs[0]["n"] == 40
+
+
+def test_cli_run_prints_the_plan_and_a_summary(first_run):
+    root, _ = first_run
+    r = subprocess.run([sys.executable, "-m", "rocl_bench", "run", str(root / "tiny.yaml"), "--out",
+                        str(root / "out"), "--quiet"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "suite tiny" in r.stdout and "| Madry AT |" in r.stdout and "pgd_l1" in r.stdout
