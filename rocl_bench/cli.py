@@ -128,11 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.set_defaults(func=COMMANDS["run"])
 
+    from .report.commands import add_report_parsers
+
+    add_report_parsers(sub)
     for name, helptext, issue in [
-        ("table", "tables (Markdown, CSV, LaTeX, HTML) from a results folder", "reports"),
-        ("plot", "figures from a results folder", "reports"),
-        ("check", "compare a results folder with a stored baseline", "reports and CI"),
-        ("baseline", "write a baseline from a results folder", "reports and CI"),
         ("analyze", "representation analysis of encoders", "science"),
     ]:
         p = sub.add_parser(name, help=helptext)

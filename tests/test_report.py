@@ -208,7 +208,7 @@ def test_table_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "not found" in err and "no records.jsonl" in err and "no usable records" in err
     assert load_records(tmp_path, allow_empty=True).records == []
-    assert "tmp" in capsys.readouterr().err                            # the bad line is still reported
+    assert ":1: not valid JSON" in capsys.readouterr().err              # the bad line is still reported
 
 
 # ---------------------------------------------------------------------------------------------- LaTeX

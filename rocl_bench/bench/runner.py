@@ -213,7 +213,7 @@ def run_suite(path: str | Path, out: str | None = None, device: str | None = Non
     runner = Runner(suite, folder, dev, progress, log)
     with ResultsLock(folder):
         if runner.records_path.exists():
-            for rec in load_records(folder).records:
+            for rec in load_records(folder, allow_empty=True).records:
                 runner.done[rec.get("config_hash", "")] = rec
         try:
             runner.load_test_set()

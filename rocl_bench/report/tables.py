@@ -174,6 +174,10 @@ def worst_case(records: Iterable[Mapping[str, Any]],
     if len(ns) != 1:
         raise UserError(f"worst case for {models[0]}: cells have different n ({ns}); they were not evaluated on "
                         f"the same test points, re-run the suite")
+    test_sets = _unique(r.get("test_indices_hash") for r in cells)
+    if len(test_sets) > 1:
+        raise UserError(f"worst case for {models[0]}: cells were evaluated on different test subsets "
+                        f"(test_indices_hash differs); re-run the suite so they share one")
     n = int(ns[0])
     acc = np.ones(n, dtype=bool)
     for r in cells:
