@@ -7,8 +7,9 @@ from typing import Iterator
 import pytest
 import torch
 
-# case -> implementation -> images per second (mean over rounds), filled by bench_pgd.py
-SPEEDS: dict[str, dict[str, float]] = {}
+# case -> implementation -> (images/s from the mean round, images/s from the best round), filled by bench_pgd.py
+SPEEDS: dict[str, dict[str, tuple[float, float]]] = {}
+THREADS: list[int] = []
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -17,12 +18,13 @@ def bench_threads() -> Iterator[int]:
     n = int(os.environ.get("ROCL_BENCH_THREADS", "1"))
     before = torch.get_num_threads()
     torch.set_num_threads(n)
+    THREADS.append(n)
     yield n
     torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
-def speeds() -> dict[str, dict[str, float]]:
+def speeds() -> dict[str, dict[str, tuple[float, float]]]:
     return SPEEDS
 
 
@@ -30,13 +32,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # no
     if not SPEEDS:
         return
     tr = terminalreporter
-    tr.section("PGD-10 linf: images per second (ours / torchattacks)")
+    tr.section("PGD-10 linf: images per second, mean round / best round (ratio = ours / torchattacks)")
     for case, row in SPEEDS.items():
-        parts = [f"{k} {v:,.0f} img/s" for k, v in row.items()]
-        ratio = ""
-        if "ours" in row and "torchattacks" in row:
-            ratio = f"  ratio ours/torchattacks = {row['ours'] / row['torchattacks']:.2f}x"
-        if "ours-all-steps" in row and "torchattacks" in row:
-            ratio += f" (all steps: {row['ours-all-steps'] / row['torchattacks']:.2f}x)"
-        tr.write_line(f"{case}: " + ", ".join(parts) + ratio)
-    tr.write_line(f"threads: {torch.get_num_threads()} (set ROCL_BENCH_THREADS to change)")
+        tr.write_line(f"{case}:")
+        base = row.get("torchattacks")
+        for impl, (mean, best) in row.items():
+            ratio = f"   ratio {mean / base[0]:.2f} / {best / base[1]:.2f}" if base and impl != "torchattacks" else ""
+            tr.write_line(f"  {impl:15s} {mean:10,.0f} / {best:10,.0f} img/s{ratio}")
+    tr.write_line(f"intra-op threads: {THREADS[0] if THREADS else torch.get_num_threads()} "
+                  "(set ROCL_BENCH_THREADS to change)")

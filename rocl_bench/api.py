@@ -25,6 +25,9 @@ def evaluate(model: nn.Module, attacks: Mapping[str, Any], data: str | tuple[tor
     from .report.records import encode_mask
     from .train.loop import resolve_device
 
+    from .cli import fast_cpu_math
+
+    fast_cpu_math()
     dev = resolve_device(device)
     if isinstance(data, str):
         x, y = load_dataset(data, False, data_root, False, limit, seed).batch()

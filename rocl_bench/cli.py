@@ -140,12 +140,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def fast_cpu_math() -> None:
+    """Flush denormal floats to zero on the CPU: attacks drive logits' gradients into the denormal range, where
+    every CPU op slows down many times (AutoAttack on a digits MLP: 115 s -> 8 s). Values below 1e-38 become 0."""
+    import torch
+
+    torch.set_flush_denormal(True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    fast_cpu_math()
     try:
         return int(args.func(args) or 0)
     except UserError as e:

@@ -3,3 +3,8 @@ from .pgd import pgd
 from .projections import distance, project, project_l1_box
 
 __all__ = ["pgd", "distance", "project", "project_l1_box"]
+from .registry import ATTACKS, Attack, attack_names, build_attack
+from .evaluate import AttackBoundsError, EvalResult, check_bounds, evaluate
+
+__all__ += ["ATTACKS", "Attack", "attack_names", "build_attack", "AttackBoundsError", "EvalResult", "check_bounds",
+            "evaluate"]

@@ -25,27 +25,25 @@ def pgd(loss_fn: LossFn, x: torch.Tensor, *, norm: str, eps: float, step: float,
         x_adv = x + project(init.to(x), x, norm, eps)
     else:
         x_adv = x + random_start(x, norm, eps, generator) if rand_init else x.clone()
-    n = x.shape[0]
-    done = torch.zeros(n, dtype=torch.bool, device=x.device)
-    best = x_adv.clone()
-    all_idx = torch.arange(n, device=x.device)
-    for i in range(steps + 1):
-        idx = all_idx[~done] if track_success else all_idx
-        if idx.numel() == 0:
-            break
-        last = i == steps
-        if last and not track_success:
-            break
-        xa = x_adv[idx].requires_grad_(not last)
-        with torch.set_grad_enabled(not last):
+    # Work on the points still attacked (`cur`, their clean images `x0`, their batch positions `idx`); a point
+    # that fools the model is written into x_adv once and dropped. No per-step gather/scatter while nobody is
+    # fooled, and no extra forward after the last step (a point fooled by the last iterate returns that
+    # iterate either way).
+    idx = torch.arange(x.shape[0], device=x.device)
+    cur, x0 = x_adv, x
+    for _ in range(steps):
+        xa = cur.detach().requires_grad_(True)
+        with torch.enable_grad():
             loss, fooled = loss_fn(xa, idx)
-        if track_success and fooled is not None:
-            hit = idx[fooled]
-            best[hit] = xa.detach()[fooled]
-            done[hit] = True
-        if last:
-            break
         grad, = torch.autograd.grad(loss.sum(), xa)
-        moved = xa.detach() + steepest_step(grad, xa.detach(), norm, step, l1_sparsity)
-        x_adv[idx] = x[idx] + project(moved - x[idx], x[idx], norm, eps)
-    return torch.where(done.view(-1, *([1] * (x.dim() - 1))), best, x_adv).detach()
+        xd = xa.detach()
+        if track_success and fooled is not None and bool(fooled.any()):
+            x_adv[idx[fooled]] = xd[fooled]
+            keep = ~fooled
+            idx, xd, x0, grad = idx[keep], xd[keep], x0[keep], grad[keep]
+            if idx.numel() == 0:
+                return x_adv.detach()
+        moved = xd + steepest_step(grad, xd, norm, step, l1_sparsity)
+        cur = x0 + project(moved - x0, x0, norm, eps)
+    x_adv[idx] = cur
+    return x_adv.detach()

@@ -19,7 +19,7 @@ def summary_markdown(records: list[dict[str, Any]]) -> str:
         cells.setdefault((r["model"], r["attack"]), []).append(r["robust_accuracy"])
         if r.get("attack_spec", {}).get("type") != "transfer":
             clean[r["model"]] = r["clean_accuracy"]
-    head = ["model", "clean"] + attacks
+    head = ["model", "clean acc."] + attacks
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m, label in models.items():
         row = [label, f"{100 * clean[m]:.1f}" if m in clean else ""]
