@@ -179,6 +179,10 @@ def load_suite(path: str | Path, data_root: str | None = None) -> Suite:
     models = {str(n): _model_entry(str(n), m, suite_dir, data, seed, device, names, f"{where}: models.{n}")
               for n, m in models_raw.items()}
     _check_encoder_order(models, where)
+    for n, m in models.items():      # a protocol on a suite encoder has the encoder's architecture
+        if m.encoder_ref and m.train and models[m.encoder_ref].train:
+            models[n] = dataclasses.replace(m, train=dataclasses.replace(m.train,
+                                                                         model=models[m.encoder_ref].train.model))
     attacks_raw = raw.get("attacks")
     if not isinstance(attacks_raw, Mapping) or not attacks_raw:
         raise UserError(f"{where}: attacks: expected a non-empty mapping id -> attack spec (e.g. {{type: pgd, ...}})")
