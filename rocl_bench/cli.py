@@ -82,10 +82,12 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _not_yet(name: str, issue: str) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        raise UserError(f"'{name}' is not available yet ({issue}); see README.md for what is covered")
-    return run
+@command("analyze")
+def _analyze(args: argparse.Namespace) -> int:
+    from .analysis.run import analyze
+
+    analyze(args.paths, args.out, data_root=args.data_root, limit=args.limit)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,12 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
     from .report.commands import add_report_parsers
 
     add_report_parsers(sub)
-    for name, helptext, issue in [
-        ("analyze", "representation analysis of encoders", "science"),
-    ]:
-        p = sub.add_parser(name, help=helptext)
-        p.add_argument("args", nargs="*")
-        p.set_defaults(func=COMMANDS.get(name) or _not_yet(name, issue))
+    a = sub.add_parser("analyze", help="representation analysis of encoders (alignment, uniformity, margins, "
+                                       "sensitivity)")
+    a.add_argument("paths", nargs="+", help="results folders, run folders or checkpoint files")
+    a.add_argument("--out", default="analysis", help="output folder (default ./analysis)")
+    a.add_argument("--data-root", dest="data_root")
+    a.add_argument("--limit", type=int, default=500, help="test points (seeded, stratified)")
+    a.set_defaults(func=COMMANDS["analyze"])
     return parser
 
 
