@@ -20,8 +20,13 @@ D = TypeVar("D")
 def load_yaml(path: str | Path) -> Any:
     """Read YAML with safe_load only; a missing file or a syntax error becomes one clear line."""
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{p}: file not found; pass the path of an existing YAML file")
+    try:
+        is_file = p.is_file()
+    except (OSError, ValueError) as e:        # a name too long, a NUL byte
+        raise UserError(f"{p}: not a usable path ({e.__class__.__name__}); pass the path of a YAML file") from None
+    if not is_file:
+        what = "is a folder, not a file" if p.is_dir() else "file not found"
+        raise UserError(f"{p}: {what}; pass the path of an existing YAML file")
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
@@ -31,8 +36,29 @@ def load_yaml(path: str | Path) -> Any:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise UserError(f"{p}:{where}: invalid YAML ({problem}); fix the syntax there") from None
+        problem = getattr(e, "problem", None) or (str(e).splitlines() or ["?"])[0]
+        fix = "fix the syntax there"
+        if "python/" in str(e):
+            fix = "remove the tag: YAML is read with safe_load, so python/* tags are refused"
+        raise UserError(f"{p}:{where}: invalid YAML ({' '.join(str(problem).split())}); {fix}") from None
+    except RecursionError:
+        raise UserError(f"{p}: nested too deeply to read; flatten the YAML") from None
+
+
+def shown(value: Any, limit: int = 80) -> str:
+    """A user's value inside a one-line message: quoted, escaped when it holds control characters, shortened."""
+    if isinstance(value, str):
+        text = f"'{value}'" if value.isprintable() and "'" not in value else repr(value)
+    else:
+        text = repr(value)
+        text = text if text.isprintable() else ascii(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def segment(name: Any) -> str:
+    """A user-chosen name (model, attack id) inside a key path such as `models.NAME.epochs`."""
+    text = str(name)
+    return text if text.isprintable() and 0 < len(text) <= 60 else shown(text, 60)
 
 
 def _type_name(tp: Any) -> str:
@@ -53,13 +79,13 @@ def _type_name(tp: Any) -> str:
 def coerce(value: Any, tp: Any, where: str) -> Any:
     """Check (and gently convert, e.g. int -> float) one value against a type hint."""
     origin = get_origin(tp)
-    bad = UserError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    bad = UserError(f"{where}: expected {_type_name(tp)}, got {shown(value)}")
     if tp is Any:
         return value
     if origin is Literal:
         if value not in get_args(tp):
             raise UserError(
-                f"{where}: '{value}' is not allowed{suggest(str(value), map(str, get_args(tp)))}; "
+                f"{where}: {shown(value)} is not allowed{suggest(str(value), map(str, get_args(tp)))}; "
                 f"allowed: {', '.join(map(str, get_args(tp)))}"
             )
         return value
@@ -105,7 +131,7 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
                     raise bad from None
             raise bad
         if not math.isfinite(float(value)):
-            raise UserError(f"{where}: must be a finite number, got {value!r}")
+            raise UserError(f"{where}: must be a finite number, got {shown(value)}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -124,7 +150,7 @@ def _fraction(text: str, where: str) -> float:
             return float(num) / float(den)
         return float(text)
     except (ValueError, ZeroDivisionError):
-        raise UserError(f"{where}: expected a number or a fraction like 8/255, got {text!r}") from None
+        raise UserError(f"{where}: expected a number or a fraction like 8/255, got {shown(text)}") from None
 
 
 def from_mapping(cls: type[D], data: Any, where: str) -> D:
@@ -139,7 +165,7 @@ def from_mapping(cls: type[D], data: Any, where: str) -> D:
     for key, value in data.items():
         if key not in fields:
             raise UserError(
-                f"{where}: unknown key '{key}'{suggest(str(key), fields)}; valid keys: {', '.join(fields)}"
+                f"{where}: unknown key {shown(str(key))}{suggest(str(key), fields)}; valid keys: {', '.join(fields)}"
             )
         kwargs[key] = coerce(value, hints[key], f"{where}.{key}")
     missing = [n for n, f in fields.items() if f.default is dataclasses.MISSING
@@ -168,6 +194,22 @@ def config_hash(obj: Any) -> str:
     """Stable short hash of a config, used to key checkpoints and records."""
     blob = json.dumps(to_dict(obj), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def path_text(value: str, where: str) -> str:
+    """A path written in a config: refuse what the OS cannot take (NUL bytes, absurd lengths) in one line."""
+    if "\x00" in value or len(value) > 4096 or any(len(part) > 255 for part in value.split("/")):
+        raise UserError(f"{where}: {value[:60]!r}{'...' if len(value) > 60 else ''} is not a usable path "
+                        "(NUL byte or too long); write a plain file path")
+    return value
+
+
+def exists(path: Path) -> bool:
+    """Path.exists that answers False instead of raising for names the OS refuses."""
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
 
 
 def require(cond: bool, where: str, message: str) -> None:

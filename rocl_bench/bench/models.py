@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,7 +16,7 @@ from ..models.smoothing import SmoothedClassifier
 from ..train import load_checkpoint, train
 from ..train.loop import identity_hash
 from .records import file_sha256
-from .suite import ModelEntry, Suite, smoothing_spec
+from .suite import ModelEntry, Suite, import_factory, smoothing_spec
 
 
 @dataclasses.dataclass
@@ -35,14 +34,13 @@ class ReadyModel:
     train_seconds: float | None = None
 
 
-def _factory(spec: str, where: str) -> nn.Module:
-    mod_name, _, fn_name = spec.partition(":")
+def _factory(spec: str, where: str, suite_dir: Path | None = None) -> nn.Module:
+    fn = import_factory(spec, suite_dir, f"{where}.factory")
     try:
-        fn = getattr(importlib.import_module(mod_name), fn_name)
-    except (ImportError, AttributeError) as e:
-        raise UserError(f"{where}.factory: cannot import '{spec}' ({e.__class__.__name__}: {e}); "
-                        "check the module path and that it is importable") from None
-    model = fn()
+        model = fn()
+    except Exception as e:            # the user's own code: say where, in one line
+        raise UserError(f"{where}.factory: '{spec}' raised {e.__class__.__name__}: "
+                        f"{(str(e).splitlines() or [''])[0][:160]}; fix the factory function") from None
     if not isinstance(model, nn.Module):
         raise UserError(f"{where}.factory: '{spec}' returned {type(model).__name__}, not a torch.nn.Module")
     return model
@@ -52,7 +50,7 @@ def _load_external(entry: ModelEntry, suite: Suite) -> tuple[nn.Module, str, str
     where = f"{suite.path}: models.{entry.name}"
     info = dataset_info(suite.data.dataset)
     if entry.factory:
-        model = _factory(entry.factory, where)
+        model = _factory(entry.factory, where, suite.path.resolve().parent)
         if entry.checkpoint:
             ck = load_checkpoint(entry.checkpoint, f"{where}.checkpoint")
             load_state(model, ck["state_dict"], f"{where}.checkpoint {entry.checkpoint}")

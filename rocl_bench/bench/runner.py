@@ -1,6 +1,7 @@
 """`rocl-bench run`: train what a suite needs, evaluate every (model, attack) cell, append trusted records."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -8,13 +9,18 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from torch import nn
 
+from .. import distributed as dist
 from ..attacks.evaluate import EvalResult, check_bounds, evaluate
-from ..attacks.library import forked_rng
+from ..attacks.library import APGD, CW, FGSM, Square, draw_seed, forked_rng
+from ..attacks.projections import random_start
+from ..attacks.registry import PGD, Attack, Clean
 from ..config import config_hash
 from ..data import dataset_info, load_dataset, stratified_subset
 from ..errors import UserError, suggest
 from ..methods import METHODS
+from ..models.smoothing import SmoothedClassifier
 from ..report.records import encode_mask, load_records
 from ..train.checkpoint import atomic_write_bytes
 from ..train.loop import resolve_device
@@ -26,7 +32,7 @@ from .suite import AttackEntry, Suite, load_suite
 
 def _limited(suite: Suite, limit: int | None) -> Suite:
     """--limit N caps both the training and the test subsets (seeded, stratified), e.g. to try a GPU suite on a CPU."""
-    if not limit:
+    if limit is None:
         return suite
     if limit < 1:
         raise UserError(f"--limit: must be a positive number of points, got {limit}")
@@ -72,6 +78,96 @@ def is_classifier(suite: Suite, name: str) -> bool:
     return m.train is None or not METHODS.get(m.train.method).contrastive
 
 
+# ---------------------------------------------------------------- sharding over torchrun's ranks
+Skip = Callable[[torch.Tensor, torch.Generator], None]
+
+
+def chunk_skipper(attack: Attack) -> Skip | None:
+    """How to move an evaluation's generator past an attack batch that another rank attacks: exactly the draws
+    attacking that batch would make. None where the draws depend on the outcome (restarts attack only the
+    points still robust) or are unknown (AutoAttack, EOT, attacks registered elsewhere): such cells run whole
+    on rank 0. Exact types only: a subclass may draw differently."""
+    kind = type(attack)
+
+    def nothing(xb: torch.Tensor, g: torch.Generator) -> None:
+        pass
+
+    def start(xb: torch.Tensor, g: torch.Generator) -> None:
+        random_start(xb, attack.norm, attack.eps, g)
+
+    def seed(xb: torch.Tensor, g: torch.Generator) -> None:
+        draw_seed(g)
+
+    if kind is Clean or kind is APGD or kind is Square:   # pyautoattack reseeds from `seed`: no draws
+        return nothing
+    if kind is PGD and attack.restarts == 1:
+        return start if attack.random_start else nothing
+    if kind is FGSM or kind is CW:                          # one seed drawn per batch
+        return seed
+    return None
+
+
+def deterministic(module: nn.Module) -> bool:
+    """A randomized model draws from its own stream batch after batch: it cannot be split over ranks."""
+    return not any(isinstance(m, SmoothedClassifier) for m in module.modules())
+
+
+def _on_cpu(result: EvalResult) -> EvalResult:
+    return EvalResult(result.clean_correct.cpu(), result.robust.cpu(), list(result.flags))
+
+
+def sharded_evaluate(model: nn.Module, attack: Attack, x: torch.Tensor, y: torch.Tensor, batch_size: int,
+                     seed: int, skip: Skip) -> EvalResult:
+    """evaluate() with its batches dealt round-robin over the ranks, giving the same result on every rank.
+
+    The batches are exactly evaluate()'s (clean predictions over x in batches of batch_size, then the
+    clean-correct points in batches of batch_size) and batch k goes to rank k mod world; a rank moves the seeded
+    generator past the others' batches with `skip`, so every batch is attacked with the same random draws as in
+    one process, and the masks, all-reduced, are identical to evaluate()'s.
+    """
+    rank, world = dist.rank(), dist.world()
+    attack.check_input(x)
+    y = y.to(x.device)
+    clean = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    robust = torch.zeros_like(clean)
+    flags_at: dict[int, list[str]] = {}
+    was = model.training
+    model.eval()
+    try:
+        with forked_rng(x.device, seed):
+            g = torch.Generator().manual_seed(seed)
+
+            def clean_pass() -> None:
+                with torch.no_grad():
+                    for k, start in enumerate(range(0, len(x), batch_size)):
+                        if k % world == rank:
+                            part = slice(start, start + batch_size)
+                            clean[part] = attack.predict(model, x[part]) == y[part]
+
+            dist.agree(clean_pass)
+            clean = dist.all_reduce_sum(clean)
+
+            def attack_pass() -> None:
+                for k, idx in enumerate(clean.nonzero().flatten().split(batch_size)):
+                    xb, yb = x[idx], y[idx]
+                    if k % world != rank:
+                        skip(xb, g)
+                        continue
+                    x_adv, flags_at[k] = attack.run_with_flags(model, xb, yb, g, batch_size=batch_size)
+                    check_bounds(attack, xb, x_adv)
+                    with torch.no_grad():
+                        robust[idx] = attack.predict(model, x_adv) == yb
+
+            dist.agree(attack_pass)
+    finally:
+        model.train(was)
+    robust = dist.all_reduce_sum(robust)
+    flags: list[str] = []
+    for _, new in sorted((k, f) for part in dist.all_gather_object(flags_at) for k, f in part.items()):
+        flags.extend(f for f in new if f not in flags)
+    return EvalResult(clean, robust, flags)
+
+
 class Runner:
     """Holds one run's state: the test set, the models, the records so far."""
 
@@ -94,7 +190,7 @@ class Runner:
         self.indices_hash = config_hash(idx.tolist())
         index_file = self.out / "test_indices.json"
         text = json.dumps({"dataset": d.dataset, "split": "test", "indices": idx.tolist()})
-        if not index_file.exists() or index_file.read_text() != text:
+        if dist.is_main() and (not index_file.exists() or index_file.read_text() != text):
             atomic_write_bytes(index_file, lambda f: f.write(text.encode()))
 
     def base_record(self, m: ReadyModel, attack_id: str, spec: dict[str, Any], seen: bool,
@@ -108,7 +204,7 @@ class Runner:
                 "attack_spec": spec, "seen": seen, "source": source, "seed": self.suite.seed,
                 "config_hash": cell_hash, "model_key": m.key, "checkpoint_sha256": m.checkpoint_sha256,
                 "train_seconds": m.train_seconds, "versions": versions(), "git_commit": git_commit(),
-                "device": str(self.device)}
+                "device": str(self.device), "world_size": dist.world()}
 
     def cell_hash(self, m: ReadyModel, spec: dict[str, Any], source_key: str | None = None) -> str:
         return config_hash({"model": m.key, "attack": spec, "source": source_key, "test": self.indices_hash,
@@ -124,7 +220,8 @@ class Runner:
         rec["warnings"] = cell_warnings(rec, [self.done[h] for h in self.current])
         for warning in rec["warnings"]:
             self.log(f"  warning: {rec['model']} / {rec['attack']}: {warning}")
-        append_record(self.records_path, rec)
+        if dist.is_main():                  # under torchrun every rank holds the record, rank 0 writes it
+            append_record(self.records_path, rec)
         self.done[rec["config_hash"]] = rec
         self.current.append(rec["config_hash"])
         self.new.append(rec)
@@ -141,22 +238,43 @@ class Runner:
             self.current.append(h)
             return
         t0 = self._start_cell()
-        result = evaluate(m.module, entry.attack, self.x, self.y, batch_size=self.suite.output.batch_size,
-                          seed=self.suite.seed)
+        result = self.evaluate(m.module, entry.attack)
         self.finish(self.base_record(m, entry.id, spec, entry.seen, None, h), result, time.perf_counter() - t0)
         self.log(f"  {m.name:<16} {entry.id:<20} clean {result.clean_accuracy:6.1%}  robust "
                  f"{result.robust_accuracy:6.1%}  ({time.perf_counter() - t0:.1f}s)")
 
-    def craft(self, source: ReadyModel, entry: AttackEntry) -> torch.Tensor:
-        """Adversarial examples for every test point from the source's gradients alone."""
+    def evaluate(self, module: nn.Module, attack: Attack) -> EvalResult:
+        """evaluate() on the test set; under torchrun sharded over the ranks where that is exact (see
+        chunk_skipper), else run whole by rank 0 and shared, so the record is the single-process one."""
+        bs, seed = self.suite.output.batch_size, self.suite.seed
+        if dist.world() == 1:
+            return evaluate(module, attack, self.x, self.y, batch_size=bs, seed=seed)
+        skip = chunk_skipper(attack)
+        if skip is None or not deterministic(module):
+            return dist.on_main(lambda: _on_cpu(evaluate(module, attack, self.x, self.y, batch_size=bs, seed=seed)))
+        return sharded_evaluate(module, attack, self.x, self.y, bs, seed, skip)
+
+    def craft(self, source: ReadyModel, entry: AttackEntry, mine: Callable[[int], bool] | None = None) -> torch.Tensor:
+        """Adversarial examples for every test point from the source's gradients alone.
+
+        Under torchrun only the batches k with mine(k) are crafted; the others keep their clean inputs and the
+        generator is moved past them exactly as crafting them would (chunk_skipper), or not at all when this
+        rank crafts nothing."""
         module = source.module
         was = module.training
         module.eval()
+        bs = self.suite.output.batch_size
+        skip = chunk_skipper(entry.attack) if mine is not None else None
         outs = []
         with forked_rng(self.x.device, self.suite.seed):
             g = torch.Generator().manual_seed(self.suite.seed)
-            for xb, yb in zip(self.x.split(self.suite.output.batch_size), self.y.split(self.suite.output.batch_size)):
-                x_adv, _ = entry.attack.run_with_flags(module, xb, yb, g, batch_size=self.suite.output.batch_size)
+            for k, (xb, yb) in enumerate(zip(self.x.split(bs), self.y.split(bs))):
+                if mine is not None and not mine(k):
+                    if skip is not None:
+                        skip(xb, g)
+                    outs.append(xb)
+                    continue
+                x_adv, _ = entry.attack.run_with_flags(module, xb, yb, g, batch_size=bs)
                 check_bounds(entry.attack, xb, x_adv)
                 outs.append(x_adv.detach())
         module.train(was)
@@ -171,15 +289,26 @@ class Runner:
             self.current.append(h)
             return
         t0 = self._start_cell()
-        key = (source.name, entry.id)
+        rank, world = dist.rank(), dist.world()
+        # under torchrun batch k is crafted and judged by rank k mod world when that is exact, else by rank 0
+        shard = world > 1 and chunk_skipper(entry.attack) is not None and deterministic(source.module) \
+            and deterministic(target.module)
+        mine = (lambda k: k % world == rank) if shard else (lambda k: rank == 0)
+        key = (source.name, entry.id, shard)
         if key not in cache:
             with torch.enable_grad():
-                cache[key] = self.craft(source, entry)
+                cache[key] = dist.agree(lambda: self.craft(source, entry, mine if world > 1 else None))
         x_adv = cache[key]
         target.module.eval()
         bs = self.suite.output.batch_size
-        clean = torch.cat([target.module(xb).argmax(1) for xb in self.x.split(bs)]) == self.y
-        fooled_not = torch.cat([target.module(xb).argmax(1) for xb in x_adv.split(bs)]) == self.y
+        clean = torch.zeros(len(self.y), dtype=torch.bool, device=self.y.device)
+        fooled_not = torch.zeros_like(clean)
+        parts = [(k, slice(start, start + bs)) for k, start in enumerate(range(0, len(self.y), bs)) if mine(k)]
+        for _, part in parts:
+            clean[part] = target.module(self.x[part]).argmax(1) == self.y[part]
+        for _, part in parts:
+            fooled_not[part] = target.module(x_adv[part]).argmax(1) == self.y[part]
+        clean, fooled_not = dist.all_reduce_sum(clean), dist.all_reduce_sum(fooled_not)
         result = EvalResult(clean, clean & fooled_not, [])
         self.finish(self.base_record(target, f"transfer:{entry.id}", spec, entry.seen, source.name, h), result,
                     time.perf_counter() - t0)
@@ -202,33 +331,34 @@ def run_suite(path: str | Path, out: str | None = None, device: str | None = Non
                                 f"models: {', '.join(names)}")
         names = [n for n in names if n in only]
     folder = output_dir(suite, out)
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f"--out {folder}: is a file, not a folder; choose a folder path")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / ".write-test").write_bytes(b"")
-        (folder / ".write-test").unlink()
-    except OSError as e:
-        raise UserError(f"--out {folder}: cannot write there ({e.strerror}); choose a writable folder") from None
-    dev = resolve_device(device or suite.device)
+    dev = dist.setup(resolve_device(device or suite.device))
+    if not dist.is_main():          # under torchrun rank 0 alone logs, shows progress and writes
+        log, progress = _silent, False
+    dist.on_main(lambda: _writable_folder(folder))
     for line in plan_lines(suite, names):
         log(line)
     runner = Runner(suite, folder, dev, progress, log)
-    with ResultsLock(folder):
-        if runner.records_path.exists():
-            for rec in load_records(folder, allow_empty=True).records:
-                runner.done[rec.get("config_hash", "")] = rec
+    with contextlib.ExitStack() as stack:
+
+        def lock() -> None:
+            stack.enter_context(ResultsLock(folder))
+
+        dist.on_main(lock)              # rank 0 holds the results lock
+        runner.done = dist.on_main(lambda: {rec.get("config_hash", ""): rec for rec in
+                                            load_records(folder, allow_empty=True).records}
+                                   if runner.records_path.exists() else {})
         try:
             runner.load_test_set()
             models = prepare_models(suite, folder, dev, names + [s for s, _, _ in suite.transfer_pairs()], progress,
                                     log)
-            log(f"evaluating on {len(runner.y)} test points ({dev})")
+            where = f"{dev}" if dist.world() == 1 else f"{dev}, {dist.world()} processes"
+            log(f"evaluating on {len(runner.y)} test points ({where})")
             for name in names:
                 if not is_classifier(suite, name):
                     continue
                 for entry in suite.attacks.values():
                     runner.run_cell(models[name], entry)
-            cache: dict[tuple[str, str], torch.Tensor] = {}
+            cache: dict[tuple[str, str, bool], torch.Tensor] = {}
             for source, aid, target in suite.transfer_pairs():
                 if target in names and is_classifier(suite, target) and is_classifier(suite, source):
                     runner.transfer_cell(models[source], suite.attacks[aid], models[target], cache)
@@ -237,3 +367,18 @@ def run_suite(path: str | Path, out: str | None = None, device: str | None = Non
                 "rerun the same command to resume")
             raise
     return [runner.done[h] for h in runner.current]
+
+
+def _silent(line: str) -> None:
+    pass
+
+
+def _writable_folder(folder: Path) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--out {folder}: is a file, not a folder; choose a folder path")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / ".write-test").write_bytes(b"")
+        (folder / ".write-test").unlink()
+    except OSError as e:
+        raise UserError(f"--out {folder}: cannot write there ({e.strerror}); choose a writable folder") from None

@@ -1,4 +1,13 @@
-"""Gradient-masking and consistency alarms, checked as each cell finishes so the record itself is marked."""
+"""Gradient-masking and consistency alarms, checked as each cell finishes so the record itself is marked.
+
+Each alarm compares the new cell with the finished cells of the same model in this run, in either order (the
+suite may list the larger budget, or the black-box attack, first):
+- clean accuracy differs between cells (the model is randomized, or not in eval mode);
+- robust accuracy rises with ε for one attack type and norm (gradient masking, or too weak an attack);
+- a black-box (`square`) or transfer attack beats a white-box attack at the same norm and ε by more than
+  `slack` (gradient masking: the gradients mislead, yet the model is not robust);
+- pyautoattack's own checks flagged the model (randomized or dynamic defence, zero gradients, ...).
+"""
 from __future__ import annotations
 
 from typing import Any, Iterable
@@ -7,36 +16,58 @@ WHITE_BOX = ("pgd", "autoattack", "apgd", "fgsm", "cw", "eot-pgd")
 BLACK_BOX = ("square", "transfer")
 
 
+def _kind(rec: dict[str, Any]) -> str | None:
+    spec = rec.get("attack_spec")
+    return spec.get("type") if isinstance(spec, dict) else None
+
+
 def _budget(rec: dict[str, Any]) -> tuple[str | None, float | None]:
-    spec = rec.get("attack_spec", {})
-    inner = spec.get("crafted_with", spec)
+    spec = rec.get("attack_spec") if isinstance(rec.get("attack_spec"), dict) else {}
+    inner = spec.get("crafted_with", spec) if isinstance(spec.get("crafted_with", spec), dict) else spec
     norm = inner.get("norm")
-    return (norm.lower() if isinstance(norm, str) else None), inner.get("eps")
+    eps = inner.get("eps")
+    eps = float(eps) if isinstance(eps, (int, float)) and not isinstance(eps, bool) else None
+    return (norm.lower() if isinstance(norm, str) else None), eps
+
+
+def _same(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
 
 
 def cell_warnings(rec: dict[str, Any], earlier: Iterable[dict[str, Any]], slack: float = 0.01) -> list[str]:
-    """Alarms for `rec` given the finished cells of the same model (the runner keeps suite order)."""
+    """Alarms for `rec` given the finished cells of this run (only those of the same model count)."""
     out: list[str] = []
-    kind = rec.get("attack_spec", {}).get("type")
+    kind = _kind(rec)
     norm, eps = _budget(rec)
+    clean_differs: list[str] = []
     for prev in earlier:
-        if prev.get("model") != rec.get("model"):
+        if prev.get("model") != rec.get("model") or prev is rec:
             continue
-        p_kind = prev.get("attack_spec", {}).get("type")
+        p_kind = _kind(prev)
         p_norm, p_eps = _budget(prev)
-        if abs(prev["clean_accuracy"] - rec["clean_accuracy"]) > 1e-9 and kind != "transfer" and p_kind != "transfer":
-            out.append(f"clean accuracy differs between cells of one model ({prev['attack']}: "
-                       f"{prev['clean_accuracy']:.4f}, {rec['attack']}: {rec['clean_accuracy']:.4f}); "
-                       "the model may be randomized")
-        if kind == "pgd" and p_kind == "pgd" and norm == p_norm and eps is not None and p_eps is not None:
-            if eps > p_eps and rec["robust_accuracy"] > prev["robust_accuracy"] + slack:
-                out.append(f"robust accuracy rises with eps for {norm} ({prev['attack']} eps={p_eps:g}: "
-                           f"{prev['robust_accuracy']:.1%} < {rec['attack']} eps={eps:g}: "
-                           f"{rec['robust_accuracy']:.1%}); possible gradient masking")
-        if kind in BLACK_BOX and p_kind in WHITE_BOX and norm == p_norm and eps is not None and p_eps is not None \
-                and abs(eps - p_eps) <= 1e-9 and rec["robust_accuracy"] < prev["robust_accuracy"] - slack:
-            out.append(f"black-box {rec['attack']} beats white-box {prev['attack']} at {norm} eps={eps:g} "
-                       f"({rec['robust_accuracy']:.1%} < {prev['robust_accuracy']:.1%}); possible gradient masking")
+        if kind != "transfer" and p_kind != "transfer" \
+                and abs(prev["clean_accuracy"] - rec["clean_accuracy"]) > 1e-9:
+            clean_differs.append(f"{prev['attack']}: {prev['clean_accuracy']:.4f}")
+        if eps is None or p_eps is None or norm is None or norm != p_norm:
+            continue
+        if kind == p_kind and kind not in (None, "transfer", "clean") and not _same(eps, p_eps):
+            small, large = (prev, rec) if p_eps < eps else (rec, prev)
+            if large["robust_accuracy"] > small["robust_accuracy"] + slack:
+                s_eps, l_eps = min(eps, p_eps), max(eps, p_eps)
+                out.append(f"robust accuracy rises with eps for {norm} ({small['attack']} eps={s_eps:g}: "
+                           f"{small['robust_accuracy']:.1%} < {large['attack']} eps={l_eps:g}: "
+                           f"{large['robust_accuracy']:.1%}); possible gradient masking")
+        if _same(eps, p_eps):
+            pair = (rec, prev) if kind in BLACK_BOX and p_kind in WHITE_BOX else \
+                (prev, rec) if p_kind in BLACK_BOX and kind in WHITE_BOX else None
+            if pair and pair[0]["robust_accuracy"] < pair[1]["robust_accuracy"] - slack:
+                black, white = pair
+                out.append(f"black-box {black['attack']} beats white-box {white['attack']} at {norm} eps={eps:g} "
+                           f"({black['robust_accuracy']:.1%} < {white['robust_accuracy']:.1%}); "
+                           "possible gradient masking")
+    if clean_differs:
+        out.insert(0, f"clean accuracy differs between cells of one model ({rec['attack']}: "
+                      f"{rec['clean_accuracy']:.4f}; {', '.join(clean_differs)}); the model may be randomized")
     if rec.get("flags"):
         out.append("pyautoattack flagged this model: " + "; ".join(rec["flags"]))
     return out

@@ -7,13 +7,15 @@ from pathlib import Path
 from typing import Any, Literal, Mapping
 
 from ..attacks.registry import Attack, build_attack
-from ..config import coerce, config_hash, from_mapping, load_yaml, require, to_dict
-from ..data import DATASETS
+from ..config import (coerce, config_hash, exists, from_mapping, load_yaml, path_text, require, segment, shown,
+                      to_dict)
+from ..data import DATASETS, dataset_info
 from ..data.augment import AugmentSpec
 from ..errors import UserError, suggest
 from ..models import MODELS
 from ..train.spec import TrainConfig, make_train_config
 
+EMBEDDED = ("digits",)      # datasets that need no files, so data.root does not matter
 TOP_KEYS = ("name", "seed", "device", "data", "models", "attacks", "transfer", "output", "description")
 
 
@@ -26,6 +28,7 @@ class DataSection:
     test_limit: int | None = None
 
     def validate(self, where: str) -> None:
+        _name(self.dataset, f"{where}.dataset")
         DATASETS.get(self.dataset, f"{where}.dataset")
         for key in ("train_limit", "test_limit"):
             v = getattr(self, key)
@@ -111,8 +114,10 @@ MODEL_KEYS = ("label", "checkpoint", "factory", "smoothing")
 def _model_entry(name: str, raw: Any, suite_dir: Path, data: DataSection, seed: int, device: str,
                  names: list[str], where: str) -> ModelEntry:
     if not isinstance(raw, Mapping):
-        raise UserError(f"{where}: expected a mapping (training fields, or checkpoint: PATH), got {raw!r}")
+        raise UserError(f"{where}: expected a mapping (training fields, or checkpoint: PATH), got {shown(raw)}")
     raw = dict(raw)
+    for key in ("method", "model"):
+        _name(raw.get(key), f"{where}.{key}")
     label = coerce(raw.pop("label", None), str | None, f"{where}.label")
     smoothing = from_mapping(Smoothing, raw.pop("smoothing"), f"{where}.smoothing") if "smoothing" in raw else None
     if "checkpoint" in raw or "factory" in raw:
@@ -122,12 +127,17 @@ def _model_entry(name: str, raw: Any, suite_dir: Path, data: DataSection, seed: 
         if arch:
             MODELS.get(arch, f"{where}.model")
         if raw:
-            key = next(iter(raw))
-            raise UserError(f"{where}: unknown key '{key}' for a loaded model{suggest(key, ('model',) + MODEL_KEYS)};"
+            key = str(next(iter(raw)))
+            raise UserError(f"{where}: unknown key {shown(key)} for a loaded model"
+                            f"{suggest(key, ('model',) + MODEL_KEYS)};"
                             f" valid keys: model, {', '.join(MODEL_KEYS)}")
-        if factory and ":" not in factory:
-            raise UserError(f"{where}.factory: expected 'package.module:function', got '{factory}'")
-        path = str((suite_dir / ckpt).resolve()) if ckpt else None
+        if not ckpt and not factory:
+            raise UserError(f"{where}: name a checkpoint (checkpoint: PATH) or a factory (factory: module:function)")
+        if factory:
+            import_factory(factory, suite_dir, f"{where}.factory")
+        path = _suite_path(ckpt, suite_dir, f"{where}.checkpoint") if ckpt else None
+        if path:
+            _check_checkpoint(path, arch, None if factory else data, f"{where}.checkpoint")
         return ModelEntry(name, label, checkpoint=path, factory=factory, arch=arch, smoothing=smoothing)
     for key in ("dataset", "data_root", "download", "train_limit", "test_limit", "device"):
         if key in raw:
@@ -135,17 +145,109 @@ def _model_entry(name: str, raw: Any, suite_dir: Path, data: DataSection, seed: 
     encoder_ref = None
     enc = raw.get("encoder")
     if isinstance(enc, str) and enc in names:
+        if enc == name:
+            raise UserError(f"{where}.encoder: a model cannot be its own encoder; name an earlier model or a "
+                            "checkpoint file")
         encoder_ref = enc
         raw["encoder"] = f"<model {enc}>"
-    elif isinstance(enc, str) and not (suite_dir / enc).exists():
-        raise UserError(f"{where}.encoder: '{enc}' is neither a model of this suite{suggest(enc, names)} "
-                        f"nor an existing checkpoint file; models: {', '.join(names)}")
+    elif isinstance(enc, str):
+        path = _suite_path(enc, suite_dir, f"{where}.encoder")
+        if not exists(Path(path)):
+            raise UserError(f"{where}.encoder: {shown(enc)} is neither a model of this suite{suggest(enc, names)} "
+                            f"nor an existing checkpoint file; models: {', '.join(names)}")
+        _check_checkpoint(path, None, None, f"{where}.encoder", encoder_for=data)
+        raw["encoder"] = path
     fields = {"seed": seed, **raw, "dataset": data.dataset, "data_root": data.root, "download": data.download,
               "train_limit": data.train_limit, "test_limit": data.test_limit, "device": device}
     cfg = make_train_config(fields, where, suite_dir)
     if encoder_ref:
         cfg = dataclasses.replace(cfg, encoder=f"<model {encoder_ref}>")
     return ModelEntry(name, label, train=cfg, encoder_ref=encoder_ref, smoothing=smoothing)
+
+
+def _name(value: Any, where: str) -> None:
+    """Registry names are plain words: refuse control characters here, so the message stays on one line."""
+    if isinstance(value, str) and not value.isprintable():
+        raise UserError(f"{where}: {shown(value)} is not a name (it holds control characters); write the name "
+                        "on one line")
+
+
+def _suite_path(text: str, suite_dir: Path, where: str) -> str:
+    """A path written in the suite, relative to the suite file's folder."""
+    path_text(text, where)
+    try:
+        return str((suite_dir / Path(text).expanduser()).resolve())
+    except (OSError, ValueError, RuntimeError) as e:
+        raise UserError(f"{where}: {shown(text)} is not a usable path ({e.__class__.__name__}); write a plain file "
+                        "path, relative to the suite file") from None
+
+
+def _check_checkpoint(path: str, arch: str | None, data: DataSection | None, where: str,
+                      encoder_for: DataSection | None = None) -> None:
+    """Load a checkpoint named by the suite now, so a missing, truncated, unsafe or mismatched file is refused
+    before anything is trained or written (weights_only loading; see train.checkpoint)."""
+    from ..models.loading import classifier_from_checkpoint
+    from ..train.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(path, where)
+    spec = ck.get("model_spec")
+    if encoder_for is not None and isinstance(spec, Mapping):
+        info = dataset_info(encoder_for.dataset)
+        shape = (spec.get("in_channels"), spec.get("image_size"))
+        if encoder_for.dataset != "imagefolder" and shape != (info.channels, info.image_size):
+            raise UserError(f"{where}: {path} was made for {shape[0]}×{shape[1]}² inputs, dataset "
+                            f"'{info.name}' has {info.channels}×{info.image_size}²; use an encoder of this dataset")
+    if data is None:
+        return
+    try:
+        classifier_from_checkpoint(ck, path, arch, dataset_info(data.dataset))
+    except UserError as e:
+        raise UserError(f"{where}: {e}") from None
+
+
+def import_factory(spec: str, suite_dir: Path | None, where: str) -> Any:
+    """The callable `package.module:function`; modules next to the suite file are importable too."""
+    import importlib
+    import sys
+
+    mod_name, _, fn_name = spec.partition(":")
+    if not mod_name or not fn_name or not all(part.isidentifier() for part in mod_name.split(".")) \
+            or not fn_name.isidentifier():
+        raise UserError(f"{where}: expected 'package.module:function', got {shown(spec)}")
+    added = suite_dir is not None and str(suite_dir) not in sys.path
+    if added:
+        sys.path.insert(0, str(suite_dir))
+    no_pyc = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True            # write nothing outside the output folder, not even __pycache__/
+    try:
+        module = importlib.import_module(mod_name)
+    except Exception as e:               # ImportError, or whatever the module raises while importing
+        raise UserError(f"{where}: cannot import '{mod_name}' ({e.__class__.__name__}: "
+                        f"{(str(e).splitlines() or [''])[0][:160]}); check the module path, relative to the suite "
+                        "file or on PYTHONPATH") from None
+    finally:
+        sys.dont_write_bytecode = no_pyc
+        if added:
+            sys.path.remove(str(suite_dir))
+    fn = getattr(module, fn_name, None)
+    if not callable(fn):
+        raise UserError(f"{where}: '{mod_name}' has no function '{fn_name}'{suggest(fn_name, dir(module))}")
+    return fn
+
+
+def _check_budgets(attacks: dict[str, AttackEntry], data: DataSection, where: str) -> None:
+    """ℓ1/ℓ2 budgets larger than any two images of the dataset can differ are refused before the run."""
+    import torch
+
+    if data.dataset == "imagefolder":            # image size known only once the folder is read
+        return
+    info = dataset_info(data.dataset)
+    probe = torch.zeros(1, info.channels, info.image_size, info.image_size)
+    for aid, entry in attacks.items():
+        try:
+            entry.attack.check_input(probe)
+        except UserError as e:
+            raise UserError(f"{where}: attacks.{segment(aid)}.eps: {e}") from None
 
 
 def load_suite(path: str | Path, data_root: str | None = None) -> Suite:
@@ -158,25 +260,30 @@ def load_suite(path: str | Path, data_root: str | None = None) -> Suite:
                         f"{type(raw).__name__}")
     for key in raw:
         if key not in TOP_KEYS:
-            raise UserError(f"{where}: unknown key '{key}'{suggest(str(key), TOP_KEYS)}; valid keys: "
+            raise UserError(f"{where}: unknown key {shown(str(key))}{suggest(str(key), TOP_KEYS)}; valid keys: "
                             f"{', '.join(TOP_KEYS)}")
     name = coerce(raw.get("name"), str, f"{where}: name") if "name" in raw else path.stem
-    require(bool(name) and "/" not in name and name not in (".", ".."), f"{where}: name",
-            "must be a non-empty name without '/'")
+    require(bool(name) and "/" not in name and "\x00" not in name and len(name) <= 200
+            and name not in (".", ".."), f"{where}: name",
+            "must be a non-empty name without '/' (at most 200 characters)")
     seed = coerce(raw.get("seed", 0), int, f"{where}: seed")
     device = coerce(raw.get("device", "auto"), Literal["auto", "cpu", "cuda"], f"{where}: device")
     suite_dir = path.resolve().parent
     data_raw = dict(raw.get("data") or {}) if isinstance(raw.get("data", {}), Mapping) else raw.get("data")
     data = from_mapping(DataSection, data_raw, f"{where}: data")
-    if data.root and not Path(data.root).expanduser().is_absolute():
-        data = dataclasses.replace(data, root=str((suite_dir / data.root).resolve()))
+    if data.root:
+        data = dataclasses.replace(data, root=_suite_path(data.root, suite_dir, f"{where}: data.root"))
+        if data.dataset not in EMBEDDED and not data.download and not data_root and not exists(Path(data.root)):
+            raise UserError(f"{where}: data.root: {data.root} does not exist; point it at the folder that holds the "
+                            f"{data.dataset} data (relative to the suite file), or pass --data-root PATH, or set "
+                            "data.download: true")
     if data_root:
         data = dataclasses.replace(data, root=data_root)
     models_raw = raw.get("models")
     if not isinstance(models_raw, Mapping) or not models_raw:
         raise UserError(f"{where}: models: expected a non-empty mapping name -> training config or checkpoint")
     names = [str(n) for n in models_raw]
-    models = {str(n): _model_entry(str(n), m, suite_dir, data, seed, device, names, f"{where}: models.{n}")
+    models = {str(n): _model_entry(str(n), m, suite_dir, data, seed, device, names, f"{where}: models.{segment(n)}")
               for n, m in models_raw.items()}
     _check_encoder_order(models, where)
     for n, m in models.items():      # a protocol on a suite encoder has the encoder's architecture
@@ -188,33 +295,38 @@ def load_suite(path: str | Path, data_root: str | None = None) -> Suite:
         raise UserError(f"{where}: attacks: expected a non-empty mapping id -> attack spec (e.g. {{type: pgd, ...}})")
     attacks = {}
     for aid, spec in attacks_raw.items():
-        w = f"{where}: attacks.{aid}"
+        w = f"{where}: attacks.{segment(aid)}"
         spec = {"type": spec} if isinstance(spec, str) else spec
         if not isinstance(spec, Mapping):
-            raise UserError(f"{w}: expected a mapping with a 'type' key, got {spec!r}")
+            raise UserError(f"{w}: expected a mapping with a 'type' key, got {shown(spec)}")
         spec = dict(spec)
+        _name(spec.get("type"), f"{w}.type")
         seen = coerce(spec.pop("seen", False), bool, f"{w}.seen")
         attacks[str(aid)] = AttackEntry(str(aid), build_attack(spec, w), seen)
+    _check_budgets(attacks, data, where)
     transfer = None
     if raw.get("transfer") is not None:
         transfer = from_mapping(TransferSection, raw["transfer"], f"{where}: transfer")
         for key in ("sources", "targets"):
             value = getattr(transfer, key)
             if isinstance(value, str) and value != "all":
-                raise UserError(f"{where}: transfer.{key}: expected 'all' or a list of model names, got '{value}'")
+                raise UserError(f"{where}: transfer.{key}: expected 'all' or a list of model names, got {shown(value)}")
             for m in ([] if value == "all" else value):
                 if m not in models:
-                    raise UserError(f"{where}: transfer.{key}: model '{m}' is not in the suite{suggest(m, models)}; "
+                    raise UserError(f"{where}: transfer.{key}: model {shown(m)} is not in the suite"
+                                    f"{suggest(m, models)}; "
                                     f"models: {', '.join(models)}")
         if not transfer.attacks:
             raise UserError(f"{where}: transfer.attacks: name at least one attack id to craft with on the sources")
         for a in transfer.attacks:
             if a not in attacks:
-                raise UserError(f"{where}: transfer.attacks: unknown attack id '{a}'{suggest(a, attacks)}; "
+                raise UserError(f"{where}: transfer.attacks: unknown attack id {shown(a)}{suggest(a, attacks)}; "
                                 f"ids: {', '.join(attacks)}")
             if attacks[a].attack.norm is None:
-                raise UserError(f"{where}: transfer.attacks: '{a}' is a clean pass; name a white-box attack")
+                raise UserError(f"{where}: transfer.attacks: {shown(a)} is a clean pass; name a white-box attack")
     output = from_mapping(OutputSection, raw.get("output"), f"{where}: output")
+    if output.dir is not None:
+        path_text(output.dir, f"{where}: output.dir")
     return Suite(name, path, seed, device, data, models, attacks, transfer, output)
 
 
@@ -223,7 +335,8 @@ def _check_encoder_order(models: dict[str, ModelEntry], where: str) -> None:
     order = list(models)
     for i, (name, m) in enumerate(models.items()):
         if m.encoder_ref and order.index(m.encoder_ref) >= i:
-            raise UserError(f"{where}: models.{name}.encoder: '{m.encoder_ref}' must be listed before '{name}'")
+            raise UserError(f"{where}: models.{segment(name)}.encoder: {shown(m.encoder_ref)} must be listed before "
+                            f"{shown(name)}")
 
 
 def smoothing_spec(entry: ModelEntry, augment_kind: str) -> AugmentSpec | None:

@@ -10,14 +10,24 @@ def epoch_batches(n: int, batch_size: int, generator: torch.Generator, shuffle: 
                   drop_last: bool = True, rank: int = 0, world: int = 1) -> Iterator[torch.Tensor]:
     """Index batches for one epoch. Dropping the ragged tail keeps BatchNorm and contrastive batches full.
 
-    With world > 1 each rank takes an equal, disjoint share of the same permutation (the global batch is
-    world * batch_size), which is what a DistributedSampler with a per-epoch seed does.
+    With world > 1 each rank takes an equal, disjoint share of the same permutation, as a DistributedSampler
+    with a per-epoch seed does, and `batch_size` is the per-rank batch: step k's global batch (world ×
+    batch_size points) is the k-th slice of the permutation, and rank r holds the r-th block of it. So the
+    ranks' batches concatenated in rank order are exactly one process's batch of world × batch_size points.
     """
     if world < 1 or not 0 <= rank < world:
         raise ValueError(f"rank {rank} is outside world size {world}")
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-    per_rank = n // world
-    order = order[: per_rank * world].view(per_rank, world)[:, rank] if world > 1 else order
+    if world > 1:
+        per_rank = n // world
+        full = per_rank // batch_size if per_rank >= batch_size else 0
+        if not drop_last or full == 0:          # no full batch: one batch of the share, like one process
+            tail = per_rank - full * batch_size
+        else:
+            tail = 0
+        head = order[: full * batch_size * world].view(full, world, batch_size)[:, rank].reshape(-1)
+        rest = order[full * batch_size * world: (full * batch_size + tail) * world].view(world, tail)[rank]
+        order = torch.cat([head, rest])
     m = order.numel()
     if m == 0:  # nothing to give (n < world): no empty batch
         return

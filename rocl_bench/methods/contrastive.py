@@ -7,6 +7,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from .. import distributed as dist
 from ..attacks.instance import instance_attack
 from ..config import require
 from ..data.augment import AugmentSpec, augment
@@ -52,6 +53,11 @@ class SimCLR(Method):
         return augment(x, self.augment, g), augment(x, self.augment, g)
 
     def contrast(self, z: torch.Tensor, views: int, y: torch.Tensor) -> torch.Tensor:
+        """NT-Xent of the global batch: under torchrun, every rank's projections (gradients flow back to each
+        rank's own) and labels (for oracle false-negative removal) are gathered view by view, so N processes
+        with n instances each compute the loss of one process with N·n; single-process, z is the batch."""
+        if dist.active():
+            z, y = dist.gather_views(z, views), dist.gather(y)
         keep = keep_mask(self.params.false_negatives, z, y, views)
         return nt_xent(z, views, self.params.temperature, self.params.detach_keys, keep)
 

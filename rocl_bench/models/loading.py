@@ -34,7 +34,7 @@ def classifier_from_checkpoint(ckpt: dict[str, Any], path: str | Path, model_nam
     """A ready classifier in eval mode. Plain state_dicts need `model_name` and the dataset's info."""
     where = f"checkpoint {path}"
     if "model_spec" in ckpt:
-        spec = ModelSpec.from_dict(ckpt["model_spec"])
+        spec = _spec_from(ckpt["model_spec"], where)
         if model_name and model_name != spec.arch:
             raise UserError(f"{where}: holds a '{spec.arch}' but model '{model_name}' was asked for; "
                             f"drop --model or pass --model {spec.arch}")
@@ -46,9 +46,31 @@ def classifier_from_checkpoint(ckpt: dict[str, Any], path: str | Path, model_nam
             raise UserError(f"{where}: is a plain state_dict; name its architecture with --model NAME "
                             f"(one of {', '.join(MODELS.names())}) and its dataset")
         spec = spec_for(model_name, info)
-        if any(k.startswith("projector.") for k in ckpt["state_dict"]):
-            w = ckpt["state_dict"]["projector.0.weight"]
-            spec = ModelSpec(**{**spec.__dict__, "projector": (w.shape[0], ckpt["state_dict"]["projector.2.weight"].shape[0])})
-    model = build_model(spec)
+        state = ckpt["state_dict"]
+        if any(k.startswith("projector.") for k in state):
+            if "projector.0.weight" not in state or "projector.2.weight" not in state:
+                raise UserError(f"{where}: has projector weights but not projector.0/2.weight; "
+                                "re-create it with rocl-bench train")
+            spec = ModelSpec(**{**spec.__dict__, "projector": (state["projector.0.weight"].shape[0],
+                                                              state["projector.2.weight"].shape[0])})
+    try:
+        model = build_model(spec)
+    except (RuntimeError, ValueError, TypeError) as e:
+        raise UserError(f"{where}: its model_spec cannot be built ({e.__class__.__name__}: "
+                        f"{(str(e).splitlines() or [''])[0][:120]}); re-create it with rocl-bench train") from None
     load_state(model, ckpt["state_dict"], where)
     return model.eval()
+
+
+def _spec_from(raw: Any, where: str) -> ModelSpec:
+    """The checkpoint's model_spec, or one line saying why it is unusable."""
+    try:
+        spec = ModelSpec.from_dict(raw)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise UserError(f"{where}: its model_spec is malformed ({e.__class__.__name__}: {e}); re-create it with "
+                        "rocl-bench train") from None
+    MODELS.get(spec.arch, f"{where}: model_spec.arch")
+    if spec.num_classes < 1 or spec.in_channels < 1 or spec.image_size < 1 or \
+            len(spec.mean) != spec.in_channels or len(spec.std) != spec.in_channels:
+        raise UserError(f"{where}: its model_spec is inconsistent ({spec}); re-create it with rocl-bench train")
+    return spec

@@ -1,10 +1,13 @@
 """One checkpoint format for every method: saved atomically, loaded with weights_only=True only."""
 from __future__ import annotations
 
+import functools
 import os
 import pickle
+import re
+import sys
 import tempfile
-import zipfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +19,16 @@ FORMAT_VERSION = 1
 
 
 def atomic_write_bytes(path: Path, write: Any) -> None:
-    """Write through a temporary file in the same folder, fsync, then rename: never a half-written file."""
+    """Write through a temporary file in the same folder, fsync, then rename: never a half-written file.
+
+    The temporary file's name holds the writer's pid (.NAME.PID.XXXX.tmp), so the leftovers of a writer that
+    was killed midway (SIGKILL, power loss) are removed by the next write of the same file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _remove_dead_writers_leftovers(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())         # mkstemp makes 0600 files; give the usual permissions
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -31,9 +39,63 @@ def atomic_write_bytes(path: Path, write: Any) -> None:
         raise
 
 
+def _remove_dead_writers_leftovers(path: Path) -> None:
+    prefix = f".{path.name}."
+    try:
+        names = [n for n in os.listdir(path.parent) if n.startswith(prefix) and n.endswith(".tmp")]
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(prefix):].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) <= 0 or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue                          # its writer is alive: not ours to touch
+        except ProcessLookupError:
+            pass
+        except (PermissionError, OverflowError):
+            continue
+        try:
+            os.unlink(path.parent / name)
+        except OSError:
+            pass
+
+
+@functools.lru_cache(maxsize=1)
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    payload = {"format_version": FORMAT_VERSION, **payload}
+    payload = _canonical({"format_version": FORMAT_VERSION, **payload})
     atomic_write_bytes(Path(path), lambda f: torch.save(payload, f))
+
+
+def _canonical(obj: Any) -> Any:
+    """The same content always pickles to the same bytes: pickle writes a string once and then refers back to
+    it when the very same object recurs, so a history read back from last.pt (fresh string objects) and one
+    built in memory (shared literals) would give different files. Strings are interned and containers rebuilt
+    (dict subclasses such as a state_dict's OrderedDict keep their type and `_metadata`)."""
+    if isinstance(obj, str):
+        return sys.intern(str(obj))
+    if isinstance(obj, dict):
+        try:
+            out = type(obj)() if type(obj) is not dict else {}
+        except TypeError:                     # a dict subclass that needs arguments: keep the content
+            out = {}
+        for k, v in obj.items():
+            out[_canonical(k)] = _canonical(v)
+        for k, v in getattr(obj, "__dict__", {}).items():
+            setattr(out, k, _canonical(v))
+        return out
+    if isinstance(obj, list):
+        return [_canonical(v) for v in obj]
+    if isinstance(obj, tuple) and type(obj) is tuple:
+        return tuple(_canonical(v) for v in obj)
+    return obj
 
 
 def load_checkpoint(path: str | Path, where: str = "checkpoint") -> dict[str, Any]:
@@ -44,20 +106,42 @@ def load_checkpoint(path: str | Path, where: str = "checkpoint") -> dict[str, An
     if p.stat().st_size == 0:
         raise UserError(f"{where}: {p} is empty; re-create it (e.g. rerun the training command)")
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():       # e.g. "Detected pickle protocol 4": the refusal below says it all
+            warnings.simplefilter("ignore")
+            obj = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise UserError(f"{where}: {p} needs pickle to load and was refused (weights_only=True): "
-                        f"{str(e).splitlines()[0][:160]}; only tensors and plain containers are accepted") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        raise UserError(f"{where}: {p} was refused: loading it would {_unpickling_detail(e)} (weights_only=True "
+                        "accepts only tensors and plain containers); use a checkpoint written by rocl-bench "
+                        "train or a plain state_dict") from None
+    except Exception as e:        # a corrupt archive surfaces as RuntimeError, EOFError, IndexError, struct.error, ...
+        text = (str(e).splitlines() or [""])[0][:120]
         raise UserError(f"{where}: {p} is not a readable checkpoint ({e.__class__.__name__}: "
-                        f"{str(e).splitlines()[0][:120]}); it may be truncated, re-create it") from None
+                        f"{text}); it may be truncated, re-create it") from None
     if not isinstance(obj, dict):
         raise UserError(f"{where}: {p} holds a {type(obj).__name__}, not a checkpoint dict or a state_dict")
     if "format_version" in obj:
-        if obj["format_version"] > FORMAT_VERSION:
-            raise UserError(f"{where}: {p} has format {obj['format_version']}, newer than this rocl-bench "
+        version = obj["format_version"]
+        if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+            raise UserError(f"{where}: {p} has an invalid format_version {version!r}; re-create it with "
+                            "rocl-bench train")
+        if version > FORMAT_VERSION:
+            raise UserError(f"{where}: {p} has format {version}, newer than this rocl-bench "
                             f"understands ({FORMAT_VERSION}); upgrade rocl-bench")
+        state = obj.get("state_dict")
+        if not isinstance(state, dict) or not state or not all(
+                isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+            raise UserError(f"{where}: {p} has no usable state_dict (a mapping of parameter names to tensors); "
+                            "re-create it with rocl-bench train")
         return obj
-    if all(isinstance(v, torch.Tensor) for v in obj.values()):
+    if obj and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
         return {"format_version": 0, "state_dict": obj}
-    raise UserError(f"{where}: {p} is neither a rocl-bench checkpoint nor a plain state_dict")
+    raise UserError(f"{where}: {p} is neither a rocl-bench checkpoint nor a plain state_dict (names -> tensors)")
+
+
+def _unpickling_detail(e: Exception) -> str:
+    text = str(e)
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        return f"run code ({found.group(1)})"
+    found = re.search(r"(Unsupported operand \d+|invalid load key[^\n.]*)", text)
+    return f"need pickle features beyond plain data ({found.group(1) if found else 'not a torch.save file?'})"

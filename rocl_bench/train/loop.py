@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from .. import __version__
+from .. import distributed as dist
 from ..config import config_hash, to_dict
 from ..data import ImageSet, dataset_info, epoch_batches, load_dataset
 from ..errors import DivergedError, UserError
@@ -23,7 +25,7 @@ from .checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 from .optim import LARS, learning_rate
 from .spec import TrainConfig
 
-CHECKPOINT, LAST, METRICS = "checkpoint.pt", "last.pt", "metrics.jsonl"
+CHECKPOINT, LAST, METRICS, TIMING = "checkpoint.pt", "last.pt", "metrics.jsonl", "timing.json"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -38,6 +40,12 @@ def resolve_device(name: str) -> torch.device:
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     """All randomness of an epoch (order, augmentations, attack starts) from (seed, epoch): resumes repeat exactly."""
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+def rank_generator(seed: int, epoch: int, rank: int) -> torch.Generator:
+    """Under torchrun, each rank's own stream for its augmentations and attack starts (the order comes from
+    epoch_generator, shared by all ranks)."""
+    return torch.Generator().manual_seed(((seed * 1_000_003 + epoch) * 1_009 + rank + 1) % 2**63)
 
 
 def identity_hash(cfg: TrainConfig) -> str:
@@ -79,6 +87,56 @@ def build_for(cfg: TrainConfig, train_set: ImageSet) -> tuple[Classifier, Method
         c, s = train_set.images.shape[1], train_set.images.shape[-1]
         model = build_model(spec_for(cfg.model, info, num_classes, proj, c, s))
     return model, method_cls(params, info), cfg
+
+
+class _Parts(nn.Module):
+    """One forward for every part of a Classifier, so that DistributedDataParallel sees each call."""
+
+    def __init__(self, model: Classifier) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, part: str = "forward") -> torch.Tensor:
+        return self.model(x) if part == "forward" else getattr(self.model, part)(x)
+
+
+class DistributedModel(nn.Module):
+    """What a method's loss sees under torchrun: the classifier's calls (forward, features, project, head), each
+    going through DistributedDataParallel, so gradients are averaged over ranks at backward."""
+
+    def __init__(self, model: Classifier, device: torch.device) -> None:
+        super().__init__()
+        from torch.nn.parallel import DistributedDataParallel
+
+        self.spec = model.spec
+        self.ddp = DistributedDataParallel(_Parts(model), device_ids=[device.index] if device.type == "cuda" else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ddp(x)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ddp(x, part="features")
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ddp(x, part="project")
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ddp(x, part="head")
+
+
+def _prepare_distributed(model: Classifier, method: Method, device: torch.device) -> Classifier:
+    """Before DistributedDataParallel: only parameters that get gradients may require them (DDP waits for every
+    one), so what the method does not train is frozen (a contrastive model's classification head, a linear
+    protocol's encoder); contrastive methods on CUDA get SyncBatchNorm (batch statistics of the global batch)."""
+    trained = {id(p) for p in method.trainable(model)}
+    if method.contrastive:
+        trained -= {id(p) for p in model.head.parameters()}
+    for p in model.parameters():
+        if id(p) not in trained:
+            p.requires_grad_(False)
+    if method.contrastive and device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model
 
 
 def make_optimizer(cfg: TrainConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
@@ -130,24 +188,44 @@ def _write_metrics(out: Path, history: list[dict[str, Any]]) -> None:
     atomic_write_bytes(out / METRICS, lambda f: f.write(text.encode()))
 
 
+def _silent(line: str) -> None:
+    pass
+
+
 def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True,
           log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train `cfg` into folder `out` (checkpoint.pt, last.pt each epoch, metrics.jsonl); return the checkpoint."""
+    """Train `cfg` into folder `out` (checkpoint.pt, last.pt each epoch, metrics.jsonl); return the checkpoint.
+
+    Under torchrun (WORLD_SIZE > 1) every rank calls this: each takes batch_size / world of every global batch,
+    gradients are all-reduced by DistributedDataParallel, contrastive losses see the global batch, and rank 0
+    alone writes files, logs and shows progress. `batch_size` is the global batch at any number of processes.
+    """
     out = Path(out)
-    device = resolve_device(cfg.device)
+    device = dist.setup(resolve_device(cfg.device))
+    world, rank = dist.world(), dist.rank()
+    if rank != 0:
+        progress, log = False, _silent
+    if cfg.batch_size % world:
+        raise UserError(f"batch_size {cfg.batch_size} is the global batch and must divide evenly over the "
+                        f"{world} processes; use a multiple of {world}")
     info = dataset_info(cfg.dataset)
     train_set = load_dataset(cfg.dataset, True, cfg.data_root, cfg.download, cfg.train_limit, cfg.seed)
     test_set = load_dataset(cfg.dataset, False, cfg.data_root, cfg.download, cfg.test_limit, cfg.seed)
+    if len(train_set) < world:
+        raise UserError(f"{len(train_set)} training points cannot be shared by {world} processes")
     model, method, cfg = build_for(cfg, train_set)
     ident = identity_hash(cfg)
-    state = _prepare_out(out, resume, ident)
+    state = dist.on_main(lambda: _prepare_out(out, resume, ident))
     if state and "finished" in state:
-        log(f"{out}: already finished ({state['finished']['epoch']} epochs); nothing to do")
-        return state["finished"]
+        finished = state["finished"]
+        log(f"{out}: already finished ({finished['epoch']} epochs); nothing to do")
+        return {**finished, "train_seconds": finished.get("train_seconds", _read_seconds(out))}
     on_cuda = device.type == "cuda"
     model.to(device)
     if on_cuda and cfg.channels_last:
         model.to(memory_format=torch.channels_last)
+    if world > 1:
+        model = _prepare_distributed(model, method, device)
     optimizer = make_optimizer(cfg, method.trainable(model))
     history: list[dict[str, Any]] = []
     start, seconds = 0, 0.0
@@ -156,23 +234,28 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
         optimizer.load_state_dict(state["optimizer"])
         history, start = list(state["metrics"]), int(state["epoch"])
         seconds = float(state.get("train_seconds", 0.0))
-        _write_metrics(out, history)
+        if rank == 0:
+            _write_metrics(out, history)
         log(f"resuming {out} after epoch {start}")
+    net: nn.Module = model if world == 1 else DistributedModel(model, device)
     payload = {"model_spec": model.spec.to_dict(), "method": cfg.method,
                "method_config": to_dict(cfg.method_params("config")), "train_config": to_dict(cfg),
                "config_hash": ident, "dataset": info.label or info.name, "package_version": __version__,
-               "torch_version": str(torch.__version__)}
+               "torch_version": str(torch.__version__), "world_size": world}
     n = len(train_set)
+    local_batch = cfg.batch_size // world
     steps_per_epoch = max(1, n // cfg.batch_size) if n >= cfg.batch_size else 1
     sched = dict(total=cfg.epochs, schedule=cfg.schedule, warmup_epochs=cfg.warmup_epochs,
                  warmup_multiplier=cfg.warmup_multiplier, milestones=list(cfg.milestones), gamma=cfg.gamma,
                  schedule_epochs=cfg.schedule_epochs)
     for epoch in range(start, cfg.epochs):
         g = epoch_generator(cfg.seed, epoch)
+        work = g if world == 1 else rank_generator(cfg.seed, epoch, rank)
         t0 = time.perf_counter()
         loss_sum, correct, count, seen = 0.0, 0, 0, 0
-        bar = tqdm(epoch_batches(n, cfg.batch_size, g), total=steps_per_epoch, disable=not progress, leave=False,
-                   desc=f"epoch {epoch + 1}/{cfg.epochs}", file=sys.stderr, dynamic_ncols=True)
+        bar = tqdm(epoch_batches(n, local_batch, g, rank=rank, world=world), total=steps_per_epoch,
+                   disable=not progress, leave=False, desc=f"epoch {epoch + 1}/{cfg.epochs}", file=sys.stderr,
+                   dynamic_ncols=True)
         for step, idx in enumerate(bar):
             lr = learning_rate(cfg.lr, epoch + step / steps_per_epoch, **sched)
             for group in optimizer.param_groups:
@@ -181,40 +264,60 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if on_cuda and cfg.channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
-            method.set_train_mode(model)
+            method.set_train_mode(net)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=on_cuda and cfg.amp):
-                result = method.loss(model, x, y, g)
+                result = method.loss(net, x, y, work)
             value = float(result.loss.detach())
+            if world == 1:
+                step_sum, step_seen = value * len(y), len(y)
+            else:                           # the global batch's mean loss, the same number on every rank
+                step_sum, step_seen = dist.all_reduce_numbers(value * len(y), len(y))
+                value = step_sum / step_seen
             if not math.isfinite(value):
-                raise DivergedError(
-                    f"training diverged: loss is {value} at epoch {epoch + 1}, step {step + 1}; "
-                    f"{out / LAST} keeps the last good epoch ({start if not history else history[-1]['epoch']}); "
-                    "lower --lr or check the data")
+                kept = (f"{out / LAST} keeps the last good epoch ({history[-1]['epoch']})" if history
+                        else "no epoch had finished, so nothing was saved")
+                raise DivergedError(f"training diverged: loss is {value} at epoch {epoch + 1}, step {step + 1}; "
+                                    f"{kept}; lower --lr or check the data")
             optimizer.zero_grad(set_to_none=True)
             result.loss.backward()
             optimizer.step()
-            loss_sum += value * len(y)
-            seen += len(y)
+            loss_sum += step_sum
+            seen += step_seen
             if result.correct is not None:
                 correct += result.correct
                 count += len(y)
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
         bar.close()
+        if world > 1:
+            correct, count = (int(v) for v in dist.all_reduce_numbers(correct, count))
         metrics = {"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "lr": lr,
                    "train_accuracy": correct / count if count else None}
         history.append(metrics)
         seconds += time.perf_counter() - t0
-        save_checkpoint(out / LAST, {**payload, "epoch": epoch + 1, "metrics": history, "train_seconds": seconds,
-                                     "state_dict": model.state_dict(), "optimizer": optimizer.state_dict()})
-        _write_metrics(out, history)
+        if rank == 0:
+            save_checkpoint(out / LAST, {**payload, "epoch": epoch + 1, "metrics": history,
+                                         "train_seconds": seconds, "state_dict": model.state_dict(),
+                                         "optimizer": optimizer.state_dict()})
+            _write_metrics(out, history)
         acc = f"{metrics['train_accuracy']:.4f}" if count else "n/a"
         log(f"epoch {epoch + 1}/{cfg.epochs}  loss {metrics['loss']:.4f}  train acc {acc}  "
             f"{time.perf_counter() - t0:.1f}s")
     final = {}
     if not method.contrastive:
-        final["test_accuracy"] = clean_accuracy(model, test_set, device)
+        final = dist.on_main(lambda: {"test_accuracy": clean_accuracy(model, test_set, device)})
         log(f"clean test accuracy {final['test_accuracy']:.4f} on {len(test_set)} points")
-    ckpt = {**payload, "epoch": cfg.epochs, "metrics": history, "final_metrics": final, "train_seconds": seconds,
+    # no wall-clock time in checkpoint.pt: the same seed gives the same bytes, so records' checkpoint_sha256 match
+    ckpt = {**payload, "epoch": cfg.epochs, "metrics": history, "final_metrics": final,
             "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}
-    save_checkpoint(out / CHECKPOINT, ckpt)
-    return {"format_version": 1, **ckpt}
+    if rank == 0:
+        save_checkpoint(out / CHECKPOINT, ckpt)
+        atomic_write_bytes(out / TIMING, lambda f: f.write(json.dumps({"train_seconds": seconds}).encode()))
+    dist.barrier()                  # checkpoint.pt exists before any rank goes on to read it
+    return {"format_version": 1, **ckpt, "train_seconds": seconds}
+
+
+def _read_seconds(out: Path) -> float | None:
+    try:
+        return float(json.loads((out / TIMING).read_text())["train_seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

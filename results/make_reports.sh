@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Regenerates every table, plot and analysis under results/ from the committed records (no number typed by hand).
+#   bash results/make_reports.sh [DATA_ROOT]      (DATA_ROOT: where MNIST lives, default ../shared/data)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+data=${1:-../shared/data}
+for suite in ci quickstart mnist cifar10_jpeg_small; do
+  dir=results/$suite
+  [ -f "$dir/records.jsonl" ] || continue
+  rocl-bench table "$dir" --format md --out "$dir/table.md"
+  rocl-bench table "$dir" --format latex --out "$dir/table.tex"
+  rocl-bench table "$dir" --format csv --out "$dir/table.csv"
+  rocl-bench table "$dir" --kind transfer --format md --out "$dir/transfer.md" || true
+  rocl-bench plot "$dir" --kind eps-curve --out "$dir/eps_curve.png"
+  rocl-bench plot "$dir" --kind transfer --out "$dir/transfer.png" || true
+  if [ -d "$dir/models" ]; then
+    rocl-bench plot "$dir" --kind training --out "$dir/training.png" || true
+    rocl-bench analyze "$dir" --data-root "$data" --out "$dir/analysis"
+  fi
+done
