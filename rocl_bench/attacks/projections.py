@@ -43,7 +43,7 @@ def project_l1_box(delta: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Te
     below = s_at <= eps
     k = torch.where(below.any(1), below.float().argmax(1), torch.full((b,), t.shape[1] - 1, device=t.device))
     kk = k[:, None]
-    t_k, s_k = t.gather(1, kk).squeeze(1), s_at.gather(1, kk).squeeze(1)
+    t_k = t.gather(1, kk).squeeze(1)
     slope = prev_active.gather(1, kk).squeeze(1)
     t_prev = torch.where(k > 0, t.gather(1, (kk - 1).clamp(min=0)).squeeze(1), torch.zeros_like(t_k))
     s_prev = torch.where(k > 0, s_at.gather(1, (kk - 1).clamp(min=0)).squeeze(1), s0)

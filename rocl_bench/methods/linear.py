@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import LinfBudget, Method, StepOutput, register_method
-from .supervised import MADRY_STEP_RATIO, TRADES_STEP_RATIO, Madry, NoParams, Trades, TradesParams, ce_attack
+from .supervised import Madry, NoParams, Trades, TradesParams, ce_attack
 
 LINEAR_DEFAULTS = {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "schedule": "step",
                    "milestones": [30, 50, 100], "epochs": 150, "batch_size": 128}

@@ -1,7 +1,7 @@
 """Architectures and the one wrapper (normalize → encoder → head, plus an optional contrastive projector)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
