@@ -55,10 +55,16 @@ def output_dir(suite: Suite, out: str | None) -> Path:
     return Path("results") / suite.name
 
 
+def selected_pairs(suite: Suite, names: list[str]) -> list[tuple[str, str, str]]:
+    """Transfer cells among the selected models: with --only, sources and targets both come from the selection."""
+    return [(s, a, t) for s, a, t in suite.transfer_pairs()
+            if s in names and t in names and is_classifier(suite, s) and is_classifier(suite, t)]
+
+
 def plan_lines(suite: Suite, names: list[str]) -> list[str]:
     evaluated = [n for n in names if is_classifier(suite, n)]
     cells = len(evaluated) * len(suite.attacks)
-    pairs = [p for p in suite.transfer_pairs() if p[2] in evaluated and is_classifier(suite, p[0])]
+    pairs = selected_pairs(suite, names)
     lines = [f"suite {suite.name}: dataset {dataset_info(suite.data.dataset).label or suite.data.dataset}, "
              f"train limit {suite.data.train_limit or 'all'}, test limit {suite.data.test_limit or 'all'}, "
              f"seed {suite.seed}",
@@ -349,8 +355,7 @@ def run_suite(path: str | Path, out: str | None = None, device: str | None = Non
                                    if runner.records_path.exists() else {})
         try:
             runner.load_test_set()
-            models = prepare_models(suite, folder, dev, names + [s for s, _, _ in suite.transfer_pairs()], progress,
-                                    log)
+            models = prepare_models(suite, folder, dev, names, progress, log)
             where = f"{dev}" if dist.world() == 1 else f"{dev}, {dist.world()} processes"
             log(f"evaluating on {len(runner.y)} test points ({where})")
             for name in names:
@@ -359,9 +364,8 @@ def run_suite(path: str | Path, out: str | None = None, device: str | None = Non
                 for entry in suite.attacks.values():
                     runner.run_cell(models[name], entry)
             cache: dict[tuple[str, str, bool], torch.Tensor] = {}
-            for source, aid, target in suite.transfer_pairs():
-                if target in names and is_classifier(suite, target) and is_classifier(suite, source):
-                    runner.transfer_cell(models[source], suite.attacks[aid], models[target], cache)
+            for source, aid, target in selected_pairs(suite, names):
+                runner.transfer_cell(models[source], suite.attacks[aid], models[target], cache)
         except KeyboardInterrupt:
             log(f"interrupted: {len(runner.new)} cell(s) finished in this run and saved in {runner.records_path}; "
                 "rerun the same command to resume")
