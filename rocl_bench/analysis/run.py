@@ -88,11 +88,22 @@ def analyze_one(name: str, path: Path, data_root: str | None, limit: int, seed: 
     return row
 
 
+def _cell_tex(v: Any) -> str:
+    """Strings escaped, counts as integers, measurements to 3 decimals, missing values (None/NaN) as --."""
+    from ..report.tables import tex_escape
+
+    if isinstance(v, str):
+        return tex_escape(v)
+    if v is None or v != v:
+        return "--"
+    return str(v) if isinstance(v, int) else f"{v:.3f}"
+
+
 def _latex(df: Any, caption: str) -> str:
     from ..report.tables import tex_escape
 
     body = df.style.format(precision=3, na_rep="--").format_index(escape="latex", axis=1).hide(axis="index")
-    body = body.format(lambda v: tex_escape(v) if isinstance(v, str) else (f"{v:.3f}" if v == v else "--"))
+    body = body.format(_cell_tex)
     return body.to_latex(hrules=True, caption=tex_escape(caption), position="htbp", position_float="centering",
                          label="tab:rocl-bench-analysis")
 
@@ -101,7 +112,8 @@ def _markdown(df: Any, caption: str) -> str:
     cols = list(df.columns)
     lines = [f"*{caption}*", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in df.iterrows():
-        lines.append("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r) + " |")
+        lines.append("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else ("–" if v is None else str(v))
+                                       for v in r) + " |")
     return "\n".join(lines) + "\n"
 
 
