@@ -113,6 +113,17 @@ def check_steps(steps: int, where: str, key: str = "steps") -> None:
     require(1 <= steps <= 100_000, f"{where}.{key}", f"must be between 1 and 100000, got {steps}")
 
 
+def check_iterative(obj: Any, where: str) -> None:
+    """The budget, step and restart checks that pgd and eot-pgd share (norm already canonical)."""
+    check_eps(obj.eps, obj.norm, where)
+    check_steps(obj.steps, where)
+    require(obj.step_size is None or obj.step_size > 0, f"{where}.step_size",
+            f"must be positive, got {obj.step_size}")
+    require(1 <= obj.restarts <= 1000, f"{where}.restarts", f"must be between 1 and 1000, got {obj.restarts}")
+    require(obj.restarts == 1 or obj.random_start, f"{where}.restarts",
+            "restarts > 1 repeat the same attack without random_start: true")
+
+
 def margin_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """CW margin: largest other logit minus the true one (> 0 exactly when the point is misclassified)."""
     true = logits.gather(1, y[:, None]).squeeze(1)
@@ -168,13 +179,7 @@ class PGD(Attack):
 
     def validate(self, where: str) -> None:
         canonical_norm(self, where)
-        check_eps(self.eps, self.norm, where)
-        check_steps(self.steps, where)
-        require(self.step_size is None or self.step_size > 0, f"{where}.step_size",
-                f"must be positive, got {self.step_size}")
-        require(1 <= self.restarts <= 1000, f"{where}.restarts", f"must be between 1 and 1000, got {self.restarts}")
-        require(self.restarts == 1 or self.random_start, f"{where}.restarts",
-                "restarts > 1 repeat the same attack without random_start: true")
+        check_iterative(self, where)
         require(0 <= self.l1_sparsity < 1, f"{where}.l1_sparsity", f"must be in [0, 1), got {self.l1_sparsity}")
 
     @property
@@ -240,13 +245,7 @@ class EOTPGD(Attack):
 
     def validate(self, where: str) -> None:
         canonical_norm(self, where, ("linf", "l2"))
-        check_eps(self.eps, self.norm, where)
-        check_steps(self.steps, where)
-        require(self.step_size is None or self.step_size > 0, f"{where}.step_size",
-                f"must be positive, got {self.step_size}")
-        require(1 <= self.restarts <= 1000, f"{where}.restarts", f"must be between 1 and 1000, got {self.restarts}")
-        require(self.restarts == 1 or self.random_start, f"{where}.restarts",
-                "restarts > 1 repeat the same attack without random_start: true")
+        check_iterative(self, where)
         require(1 <= self.eot_samples <= 10_000, f"{where}.eot_samples",
                 f"must be between 1 and 10000, got {self.eot_samples}")
 
