@@ -128,8 +128,8 @@ def _train(args: argparse.Namespace) -> int:
         where, base = str(args.config), Path(args.config).resolve().parent
     for flag in TRAIN_FLAGS:
         value = getattr(args, flag)
-        if value is not None:
-            fields[flag] = value
+        if value is not None:     # paths on the command line are relative to where it runs, not to --config
+            fields[flag] = str(Path(value).expanduser().resolve()) if flag in ("data_root", "encoder") else value
     if args.download:
         fields["download"] = True
     extra = _parse_set(args.set)

@@ -14,8 +14,8 @@ from ..errors import UserError
 from ..models.loading import classifier_from_checkpoint, load_state
 from ..models.smoothing import SmoothedClassifier
 from ..train import load_checkpoint, train
-from ..train.loop import identity_hash
-from .records import file_sha256
+from ..train.checkpoint import file_sha256
+from ..train.loop import identity_hash, legacy_identity_hash
 from .suite import ModelEntry, Suite, import_factory, smoothing_spec
 
 
@@ -82,9 +82,15 @@ def prepare_models(suite: Suite, out: Path, device: torch.device, names: list[st
             if entry.encoder_ref:
                 enc = ready[entry.encoder_ref]
                 cfg = dataclasses.replace(cfg, encoder=str(enc.checkpoint))
-            key_cfg = dataclasses.replace(cfg, encoder=keys[entry.encoder_ref]) if entry.encoder_ref else cfg
-            keys[name] = identity_hash(key_cfg)
+            encoder_id = (keys[entry.encoder_ref] if entry.encoder_ref
+                          else file_sha256(Path(cfg.encoder)) if cfg.encoder else None)
+            keys[name] = identity_hash(cfg, encoder_id)
             folder = out / "models" / f"{name}-{keys[name]}"
+            if not folder.exists():       # a folder named by rocl-bench 0.1.0's key (paths included) is the same run
+                old_cfg = dataclasses.replace(cfg, encoder=keys[entry.encoder_ref]) if entry.encoder_ref else cfg
+                old = out / "models" / f"{name}-{legacy_identity_hash(old_cfg)}"
+                if old.exists():
+                    keys[name], folder = legacy_identity_hash(old_cfg), old
             done = folder / "checkpoint.pt"
             if not done.exists():
                 log(f"training {name} ({cfg.method}, {cfg.model}, {cfg.epochs} epochs) -> {folder}")

@@ -277,8 +277,8 @@ def load_suite(path: str | Path, data_root: str | None = None) -> Suite:
             raise UserError(f"{where}: data.root: {data.root} does not exist; point it at the folder that holds the "
                             f"{data.dataset} data (relative to the suite file), or pass --data-root PATH, or set "
                             "data.download: true")
-    if data_root:
-        data = dataclasses.replace(data, root=data_root)
+    if data_root:                # relative to where the command runs, not to the suite file
+        data = dataclasses.replace(data, root=str(Path(data_root).expanduser().resolve()))
     models_raw = raw.get("models")
     if not isinstance(models_raw, Mapping) or not models_raw:
         raise UserError(f"{where}: models: expected a non-empty mapping name -> training config or checkpoint")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import pickle
 import re
@@ -145,3 +146,12 @@ def _unpickling_detail(e: Exception) -> str:
         return f"run code ({found.group(1)})"
     found = re.search(r"(Unsupported operand \d+|invalid load key[^\n.]*)", text)
     return f"need pickle features beyond plain data ({found.group(1) if found else 'not a torch.save file?'})"
+
+
+def file_sha256(path: Path) -> str:
+    """A checkpoint's identity is its content, so a moved or renamed file is still the same checkpoint."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -21,7 +21,7 @@ from ..errors import DivergedError, UserError
 from ..methods import METHODS, Method
 from ..models import Classifier, ModelSpec, build_model
 from ..models.loading import load_state, spec_for
-from .checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
+from .checkpoint import atomic_write_bytes, file_sha256, load_checkpoint, save_checkpoint
 from .optim import LARS, learning_rate
 from .spec import TrainConfig
 
@@ -48,8 +48,21 @@ def rank_generator(seed: int, epoch: int, rank: int) -> torch.Generator:
     return torch.Generator().manual_seed(((seed * 1_000_003 + epoch) * 1_009 + rank + 1) % 2**63)
 
 
-def identity_hash(cfg: TrainConfig) -> str:
-    """What makes two runs the same run (the device does not change the numbers' meaning)."""
+PLACE_FIELDS = ("device", "data_root", "download")   # where a run happens, not what it computes
+
+
+def identity_hash(cfg: TrainConfig, encoder_id: str | None = None) -> str:
+    """What makes two runs the same run. Neither the device nor where the data lives changes the numbers, and the
+    encoder counts by `encoder_id` (its content hash, or a suite model's key), not by how its path is spelled:
+    a moved results folder or an absolute --out still resumes its runs."""
+    fields = {k: v for k, v in to_dict(cfg).items() if k not in PLACE_FIELDS}
+    if cfg.encoder:
+        fields["encoder"] = encoder_id or cfg.encoder
+    return config_hash(fields)
+
+
+def legacy_identity_hash(cfg: TrainConfig) -> str:
+    """The identity checkpoints written by rocl-bench 0.1.0 carry (paths included), so they still resume."""
     return config_hash({k: v for k, v in to_dict(cfg).items() if k not in ("device",)})
 
 
@@ -155,7 +168,7 @@ def clean_accuracy(model: torch.nn.Module, data: ImageSet, device: torch.device,
     return correct / len(data)
 
 
-def _prepare_out(out: Path, resume: bool, ident: str) -> dict[str, Any] | None:
+def _prepare_out(out: Path, resume: bool, ident: str, legacy: str) -> dict[str, Any] | None:
     """Check the output folder; return last.pt's state when resuming, refuse to mix two different runs."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: is a file, not a folder; choose a folder path")
@@ -166,7 +179,7 @@ def _prepare_out(out: Path, resume: bool, ident: str) -> dict[str, Any] | None:
                 raise UserError(f"--out {out}: already holds a run ({name}); pass --resume to continue it "
                                 "or choose another --out")
             ck = load_checkpoint(out / name, f"--out {out}/{name}")
-            if ck.get("config_hash") != ident:
+            if ck.get("config_hash") not in (ident, legacy):
                 raise UserError(f"--out {out}: holds a run with another configuration; "
                                 "choose another --out for this one")
             if name == CHECKPOINT:
@@ -214,8 +227,9 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
     if len(train_set) < world:
         raise UserError(f"{len(train_set)} training points cannot be shared by {world} processes")
     model, method, cfg = build_for(cfg, train_set)
-    ident = identity_hash(cfg)
-    state = dist.on_main(lambda: _prepare_out(out, resume, ident))
+    ident = identity_hash(cfg, file_sha256(Path(cfg.encoder)) if cfg.encoder else None)
+    legacy = legacy_identity_hash(cfg)
+    state = dist.on_main(lambda: _prepare_out(out, resume, ident, legacy))
     if state and "finished" in state:
         finished = state["finished"]
         log(f"{out}: already finished ({finished['epoch']} epochs); nothing to do")
