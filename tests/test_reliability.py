@@ -123,12 +123,16 @@ class Zygote:
         self.log = log
         self.p = subprocess.Popen([sys.executable, "-c", ZYGOTE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                   text=True, env=env())
+        self._ready = False
 
     def ready(self) -> "Zygote":
-        assert self.p.stdout.readline().strip() == "ready"
+        if not self._ready:
+            assert self.p.stdout.readline().strip() == "ready"
+            self._ready = True
         return self
 
     def _ask(self, job: dict) -> dict:
+        self.ready()                # any test may be the first to use it (pytest -k)
         job.setdefault("log", str(self.log))
         self.p.stdin.write(json.dumps(job) + "\n")
         self.p.stdin.flush()
@@ -504,6 +508,28 @@ def test_a_second_run_on_the_same_folder_refuses_and_a_dead_owner_is_taken_over(
     with ResultsLock(tmp_path / "out"):
         assert lock.read_text() == str(os.getpid())
     assert not lock.exists()
+
+
+def test_a_second_training_into_the_same_folder_is_refused(zygote, tmp_path):
+    args = ["train", "--method", "standard", "--dataset", "digits", "--model", "mlp", "--epochs", "20000",
+            "--out", "t", "--quiet"]
+    first = zygote.start(args, tmp_path, tmp_path / "first.log")
+    try:
+        deadline = time.time() + 120
+        while not (tmp_path / "t" / "metrics.jsonl").exists() and time.time() < deadline:
+            time.sleep(0.01)
+        second = cli(*args, "--resume", cwd=tmp_path)
+    finally:
+        os.kill(first, signal.SIGKILL)
+        assert zygote.wait(first) == -signal.SIGKILL
+    assert second.returncode == 2 and "Traceback" not in second.stderr
+    lines = stderr_lines(second.stderr)
+    assert len(lines) == 1 and f"another training run (pid {first})" in lines[0], second.stderr
+    from rocl_bench.locking import FolderLock
+
+    with FolderLock(tmp_path / "t", "busy"):        # SIGKILL left the lock file; its flock died with the owner
+        pass
+    assert not (tmp_path / "t" / ".lock").exists()
 
 
 # --------------------------------------------------------------------------- corrupted records

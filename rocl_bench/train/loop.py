@@ -1,13 +1,14 @@
 """The only training loop: every method (supervised, adversarial, contrastive, linear) runs through it."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -18,6 +19,7 @@ from .. import distributed as dist
 from ..config import config_hash, to_dict
 from ..data import ImageSet, dataset_info, epoch_batches, load_dataset
 from ..errors import DivergedError, UserError
+from ..locking import FolderLock
 from ..methods import METHODS, Method
 from ..models import Classifier, ModelSpec, build_model
 from ..models.loading import load_state, spec_for
@@ -234,100 +236,111 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
         finished = state["finished"]
         log(f"{out}: already finished ({finished['epoch']} epochs); nothing to do")
         return {**finished, "train_seconds": finished.get("train_seconds", _read_seconds(out))}
-    on_cuda = device.type == "cuda"
-    model.to(device)
-    if on_cuda and cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
-    if world > 1:
-        model = _prepare_distributed(model, method, device)
-    optimizer = make_optimizer(cfg, method.trainable(model))
-    history: list[dict[str, Any]] = []
-    start, seconds = 0, 0.0
-    if state:
-        load_state(model, state["state_dict"], f"{out}/{LAST}")
-        optimizer.load_state_dict(state["optimizer"])
-        history, start = list(state["metrics"]), int(state["epoch"])
-        seconds = float(state.get("train_seconds", 0.0))
-        if rank == 0:
-            _write_metrics(out, history)
-        log(f"resuming {out} after epoch {start}")
-    net: nn.Module = model if world == 1 else DistributedModel(model, device)
-    payload = {"model_spec": model.spec.to_dict(), "method": cfg.method,
-               "method_config": to_dict(cfg.method_params("config")), "train_config": to_dict(cfg),
-               "config_hash": ident, "dataset": info.label or info.name, "package_version": __version__,
-               "torch_version": str(torch.__version__), "world_size": world}
-    n = len(train_set)
-    local_batch = cfg.batch_size // world
-    steps_per_epoch = max(1, n // cfg.batch_size) if n >= cfg.batch_size else 1
-    sched = dict(total=cfg.epochs, schedule=cfg.schedule, warmup_epochs=cfg.warmup_epochs,
-                 warmup_multiplier=cfg.warmup_multiplier, milestones=list(cfg.milestones), gamma=cfg.gamma,
-                 schedule_epochs=cfg.schedule_epochs)
-    for epoch in range(start, cfg.epochs):
-        g = epoch_generator(cfg.seed, epoch)
-        work = g if world == 1 else rank_generator(cfg.seed, epoch, rank)
-        t0 = time.perf_counter()
-        loss_sum, correct, count, seen = 0.0, 0, 0, 0
-        bar = tqdm(epoch_batches(n, local_batch, g, rank=rank, world=world), total=steps_per_epoch,
-                   disable=not progress, leave=False, desc=f"epoch {epoch + 1}/{cfg.epochs}", file=sys.stderr,
-                   dynamic_ncols=True)
-        for step, idx in enumerate(bar):
-            lr = learning_rate(cfg.lr, epoch + step / steps_per_epoch, **sched)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            x, y = train_set.batch(idx)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if on_cuda and cfg.channels_last and x.dim() == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
-            method.set_train_mode(net)
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=on_cuda and cfg.amp):
-                result = method.loss(net, x, y, work)
-            value = float(result.loss.detach())
-            if world == 1:
-                step_sum, step_seen = value * len(y), len(y)
-            else:                           # the global batch's mean loss, the same number on every rank
-                step_sum, step_seen = dist.all_reduce_numbers(value * len(y), len(y))
-                value = step_sum / step_seen
-            if not math.isfinite(value):
-                kept = (f"{out / LAST} keeps the last good epoch ({history[-1]['epoch']})" if history
-                        else "no epoch had finished, so nothing was saved")
-                raise DivergedError(f"training diverged: loss is {value} at epoch {epoch + 1}, step {step + 1}; "
-                                    f"{kept}; lower --lr or check the data")
-            optimizer.zero_grad(set_to_none=True)
-            result.loss.backward()
-            optimizer.step()
-            loss_sum += step_sum
-            seen += step_seen
-            if result.correct is not None:
-                correct += result.correct
-                count += len(y)
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
-        bar.close()
+    with _training_lock(out, rank):
+        on_cuda = device.type == "cuda"
+        model.to(device)
+        if on_cuda and cfg.channels_last:
+            model.to(memory_format=torch.channels_last)
         if world > 1:
-            correct, count = (int(v) for v in dist.all_reduce_numbers(correct, count))
-        metrics = {"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "lr": lr,
-                   "train_accuracy": correct / count if count else None}
-        history.append(metrics)
-        seconds += time.perf_counter() - t0
+            model = _prepare_distributed(model, method, device)
+        optimizer = make_optimizer(cfg, method.trainable(model))
+        history: list[dict[str, Any]] = []
+        start, seconds = 0, 0.0
+        if state:
+            load_state(model, state["state_dict"], f"{out}/{LAST}")
+            optimizer.load_state_dict(state["optimizer"])
+            history, start = list(state["metrics"]), int(state["epoch"])
+            seconds = float(state.get("train_seconds", 0.0))
+            if rank == 0:
+                _write_metrics(out, history)
+            log(f"resuming {out} after epoch {start}")
+        net: nn.Module = model if world == 1 else DistributedModel(model, device)
+        payload = {"model_spec": model.spec.to_dict(), "method": cfg.method,
+                   "method_config": to_dict(cfg.method_params("config")), "train_config": to_dict(cfg),
+                   "config_hash": ident, "dataset": info.label or info.name, "package_version": __version__,
+                   "torch_version": str(torch.__version__), "world_size": world}
+        n = len(train_set)
+        local_batch = cfg.batch_size // world
+        steps_per_epoch = max(1, n // cfg.batch_size) if n >= cfg.batch_size else 1
+        sched = dict(total=cfg.epochs, schedule=cfg.schedule, warmup_epochs=cfg.warmup_epochs,
+                     warmup_multiplier=cfg.warmup_multiplier, milestones=list(cfg.milestones), gamma=cfg.gamma,
+                     schedule_epochs=cfg.schedule_epochs)
+        for epoch in range(start, cfg.epochs):
+            g = epoch_generator(cfg.seed, epoch)
+            work = g if world == 1 else rank_generator(cfg.seed, epoch, rank)
+            t0 = time.perf_counter()
+            loss_sum, correct, count, seen = 0.0, 0, 0, 0
+            bar = tqdm(epoch_batches(n, local_batch, g, rank=rank, world=world), total=steps_per_epoch,
+                       disable=not progress, leave=False, desc=f"epoch {epoch + 1}/{cfg.epochs}", file=sys.stderr,
+                       dynamic_ncols=True)
+            for step, idx in enumerate(bar):
+                lr = learning_rate(cfg.lr, epoch + step / steps_per_epoch, **sched)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                x, y = train_set.batch(idx)
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                if on_cuda and cfg.channels_last and x.dim() == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                method.set_train_mode(net)
+                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=on_cuda and cfg.amp):
+                    result = method.loss(net, x, y, work)
+                value = float(result.loss.detach())
+                if world == 1:
+                    step_sum, step_seen = value * len(y), len(y)
+                else:                           # the global batch's mean loss, the same number on every rank
+                    step_sum, step_seen = dist.all_reduce_numbers(value * len(y), len(y))
+                    value = step_sum / step_seen
+                if not math.isfinite(value):
+                    kept = (f"{out / LAST} keeps the last good epoch ({history[-1]['epoch']})" if history
+                            else "no epoch had finished, so nothing was saved")
+                    raise DivergedError(f"training diverged: loss is {value} at epoch {epoch + 1}, step {step + 1}; "
+                                        f"{kept}; lower --lr or check the data")
+                optimizer.zero_grad(set_to_none=True)
+                result.loss.backward()
+                optimizer.step()
+                loss_sum += step_sum
+                seen += step_seen
+                if result.correct is not None:
+                    correct += result.correct
+                    count += len(y)
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
+            bar.close()
+            if world > 1:
+                correct, count = (int(v) for v in dist.all_reduce_numbers(correct, count))
+            metrics = {"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "lr": lr,
+                       "train_accuracy": correct / count if count else None}
+            history.append(metrics)
+            seconds += time.perf_counter() - t0
+            if rank == 0:
+                save_checkpoint(out / LAST, {**payload, "epoch": epoch + 1, "metrics": history,
+                                             "train_seconds": seconds, "state_dict": model.state_dict(),
+                                             "optimizer": optimizer.state_dict()})
+                _write_metrics(out, history)
+            acc = f"{metrics['train_accuracy']:.4f}" if count else "n/a"
+            log(f"epoch {epoch + 1}/{cfg.epochs}  loss {metrics['loss']:.4f}  train acc {acc}  "
+                f"{time.perf_counter() - t0:.1f}s")
+        final = {}
+        if not method.contrastive:
+            final = dist.on_main(lambda: {"test_accuracy": clean_accuracy(model, test_set, device)})
+            log(f"clean test accuracy {final['test_accuracy']:.4f} on {len(test_set)} points")
+        # no wall-clock time in checkpoint.pt: the same seed gives the same bytes, so records' checkpoint_sha256 match
+        ckpt = {**payload, "epoch": cfg.epochs, "metrics": history, "final_metrics": final,
+                "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}
         if rank == 0:
-            save_checkpoint(out / LAST, {**payload, "epoch": epoch + 1, "metrics": history,
-                                         "train_seconds": seconds, "state_dict": model.state_dict(),
-                                         "optimizer": optimizer.state_dict()})
-            _write_metrics(out, history)
-        acc = f"{metrics['train_accuracy']:.4f}" if count else "n/a"
-        log(f"epoch {epoch + 1}/{cfg.epochs}  loss {metrics['loss']:.4f}  train acc {acc}  "
-            f"{time.perf_counter() - t0:.1f}s")
-    final = {}
-    if not method.contrastive:
-        final = dist.on_main(lambda: {"test_accuracy": clean_accuracy(model, test_set, device)})
-        log(f"clean test accuracy {final['test_accuracy']:.4f} on {len(test_set)} points")
-    # no wall-clock time in checkpoint.pt: the same seed gives the same bytes, so records' checkpoint_sha256 match
-    ckpt = {**payload, "epoch": cfg.epochs, "metrics": history, "final_metrics": final,
-            "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}
-    if rank == 0:
-        save_checkpoint(out / CHECKPOINT, ckpt)
-        atomic_write_bytes(out / TIMING, lambda f: f.write(json.dumps({"train_seconds": seconds}).encode()))
-    dist.barrier()                  # checkpoint.pt exists before any rank goes on to read it
-    return {"format_version": 1, **ckpt, "train_seconds": seconds}
+            save_checkpoint(out / CHECKPOINT, ckpt)
+            atomic_write_bytes(out / TIMING, lambda f: f.write(json.dumps({"train_seconds": seconds}).encode()))
+        dist.barrier()                  # checkpoint.pt exists before any rank goes on to read it
+        return {"format_version": 1, **ckpt, "train_seconds": seconds}
+
+
+@contextlib.contextmanager
+def _training_lock(out: Path, rank: int) -> Iterator[None]:
+    """One training process per folder: two writing the same last.pt would interleave their epochs."""
+    if rank != 0:
+        yield
+        return
+    with FolderLock(out, "another training run ({who}) is writing this folder"):
+        yield
 
 
 def _read_seconds(out: Path) -> float | None:
