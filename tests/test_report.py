@@ -184,6 +184,42 @@ def test_transfer_kind_needs_transfer_cells(tmp_path, capsys):
     assert cli("table", FIXTURE, "--kind", "transfer", "--format", "md") == 0
 
 
+def test_gap_table_is_the_share_of_the_gap_closed(tmp_path, capsys):
+    main = main_table()
+    gap = tables.build_gap_table(main, "simclr_le", "standard")
+    assert [r.model for r in gap.rows] == ["__gap__", "madry", "rocl_rle", "rocl_at"]
+    for c in main.columns:
+        base, ref = main.value("simclr_le", c), main.value("standard", c)
+        assert gap.value("__gap__", c) == pytest.approx(ref - base)
+        for m in ("madry", "rocl_rle", "rocl_at"):
+            if abs(ref - base) >= 5.0:
+                assert gap.value(m, c) == pytest.approx(100 * (main.value(m, c) - base) / (ref - base))
+            else:
+                assert np.isnan(gap.value(m, c))
+    assert cli("table", FIXTURE, "--kind", "gap", "--base", "simclr_le", "--reference", "standard") == 0
+    assert "share of the gap between SimCLR + LE and Standard closed" in capsys.readouterr().out
+    assert cli("table", FIXTURE, "--kind", "gap", "--base", "simclr", "--reference", "standard") == 2
+    assert "did you mean 'simclr_le'" in capsys.readouterr().err
+    assert cli("table", FIXTURE, "--kind", "gap", "--base", "simclr_le") == 2
+    assert cli("table", FIXTURE, "--base", "simclr_le", "--reference", "standard") == 2
+    assert cli("table", FIXTURE, "--kind", "gap", "--base", "standard", "--reference", "standard") == 2
+    assert cli("table", FIXTURE, "--kind", "gap", "--base", "simclr_le", "--reference", "standard",
+               "--min-gap", "-1") == 2
+    err = capsys.readouterr().err
+    assert "needs --base" in err and "go with --kind gap" in err and "same model" in err and "--min-gap" in err
+    some = tables.build_gap_table(main, "simclr_le", "standard", min_gap=0.0)
+    assert all(np.isfinite(some.value("madry", c)) for c in main.columns
+               if main.value("standard", c) != main.value("simclr_le", c))
+    assert cli("table", FIXTURE, "--kind", "gap", "--base", "simclr_le", "--reference", "standard",
+               "--models", "rocl_at") == 0
+    rows = [ln.split(" | ")[0] for ln in capsys.readouterr().out.splitlines() if ln.startswith("| ")][1:]
+    assert rows == ["| Gap: Standard - SimCLR + LE (points)", "| RoCL + AT"]
+    assert cli("table", FIXTURE, "--models", "madry,rocl_at", "--format", "csv") == 0
+    assert cli("table", FIXTURE, "--models", "madri") == 2
+    assert cli("table", FIXTURE, "--kind", "transfer", "--models", "madry") == 2
+    assert "did you mean 'madry'" in capsys.readouterr().err
+
+
 def test_worst_case_is_and_of_masks():
     latest = [r for r in load_records(FIXTURE).latest() if r["model"] == "madry"]
     group = {"norm": "linf", "eps": 8 / 255}
@@ -220,6 +256,7 @@ def test_latex_compiles_with_pdflatex(tmp_path):
     main = tables.render(tables.with_reference(main_table(), check_mod.reference_values(
         check_mod.load_baseline(tmp_path / "b.json"), main_table())[0]), "latex")
     transfer = tables.render(tables.build_transfer_table(load_records(FIXTURE).latest()), "latex")
+    transfer += tables.render(tables.build_gap_table(main_table(), "simclr_le", "standard"), "latex")
     for snippet in (r"\toprule", r"\midrule", r"\bottomrule", r"\multicolumn", r"\textbf{", r"$\epsilon=8/255$",
                     r"\caption{", "digits (mlp)", "$n=40$"):
         assert snippet in main, snippet

@@ -40,10 +40,16 @@ def cmd_table(args: argparse.Namespace) -> int:
     fmt = args.format or EXT_FORMAT.get(Path(args.out).suffix.lower() if args.out else "", "md")
     recs = load_records(args.results)
     latest = recs.latest()
+    if args.kind != "gap" and (args.base or args.reference):
+        raise UserError("--base and --reference go with --kind gap")
+    if args.kind != "main" and args.compare:
+        raise UserError("--compare works with --kind main only (baselines name main-table cells)")
     if args.kind == "transfer":
-        if args.compare:
-            raise UserError("--compare works with --kind main only (baselines name main-table cells)")
         table = tables.build_transfer_table(latest)
+    elif args.kind == "gap":
+        if not (args.base and args.reference):
+            raise UserError("--kind gap needs --base MODEL (e.g. simclr_le) and --reference MODEL (e.g. standard)")
+        table = tables.build_gap_table(tables.build_main_table(latest), args.base, args.reference, args.min_gap)
     else:
         table = tables.build_main_table(latest)
         if args.compare:
@@ -53,6 +59,10 @@ def cmd_table(args: argparse.Namespace) -> int:
                 print(f"rocl-bench: warning: {len(missing)} cell(s) of {args.compare} have no counterpart in the "
                       f"table and are not shown: {'; '.join(missing)}", file=sys.stderr)
             table = tables.with_reference(table, refs)
+    if args.models:
+        if args.kind == "transfer":
+            raise UserError("--models works with --kind main or gap (the transfer matrix keeps every source)")
+        table = tables.only_rows(table, [m.strip() for m in args.models.split(",") if m.strip()])
     text = tables.render(table, fmt)
     if args.out:
         print(f"wrote {_write_text(args.out, text)}")
@@ -126,8 +136,14 @@ def add_report_parsers(sub: Any) -> None:
     t.add_argument("--out", help="write here (atomically) instead of printing")
     t.add_argument("--compare", metavar="BASELINE",
                    help="baseline JSON: adds 'ref' and 'Δ' (ours - ref, points) beside each column it covers")
-    t.add_argument("--kind", choices=["main", "transfer"], default="main",
-                   help="main table (default) or the transfer matrix (sources x targets)")
+    t.add_argument("--kind", choices=["main", "transfer", "gap"], default="main",
+                   help="main table (default), the transfer matrix (sources x targets), or the share of the "
+                        "gap between --base and --reference that each other model closes")
+    t.add_argument("--base", metavar="MODEL", help="--kind gap: the susceptible model (e.g. simclr_le)")
+    t.add_argument("--reference", metavar="MODEL", help="--kind gap: the model it is compared with (e.g. standard)")
+    t.add_argument("--min-gap", dest="min_gap", type=_points, default=5.0, metavar="POINTS",
+                   help="--kind gap: no share where the gap is smaller than this (default 5 points)")
+    t.add_argument("--models", metavar="A,B", help="only these models' rows (in table order)")
     t.set_defaults(func=cmd_table)
 
     p = sub.add_parser("plot", help="figures from a results folder")

@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from ..errors import UserError
+from ..errors import UserError, suggest
 from .records import (NORM_ORDER, NORM_TEX, WHITE_BOX, attack_type, decode_mask, eps_text, model_label,
                       norm_text, same_eps, threat, warn_stderr)
 
@@ -349,6 +349,56 @@ def build_transfer_table(latest: list[dict[str, Any]]) -> Table:
                    f"crafted on the source model (rows); {tex}.")
     return Table(rows, cols, values, caption, caption_tex, bold=False, corner="Source \\ target",
                  label="tab:rocl-bench-transfer")
+
+
+def build_gap_table(main: Table, base: str, reference: str, min_gap: float = 5.0) -> Table:
+    """Share of a susceptibility gap closed (Gupta et al.'s measure): for every attack column,
+    100 · (model − base) / (reference − base), e.g. base SimCLR + LE, reference the standard supervised model.
+    The first row is the gap itself in points. A column whose gap is below `min_gap` points has no share: a
+    share of a gap of a point or two is a ratio of noise (one test point is 0.2 points at n = 500)."""
+    if not (math.isfinite(min_gap) and min_gap >= 0):
+        raise UserError(f"--min-gap {min_gap}: expected a number of points >= 0")
+    names = [r.model for r in main.rows]
+    for flag, name in (("--base", base), ("--reference", reference)):
+        if name not in names:
+            raise UserError(f"{flag} {name}: no such model in these records{suggest(name, names)}; models: "
+                            f"{', '.join(names)}")
+    if base == reference:
+        raise UserError("--base and --reference name the same model; the gap between them is zero")
+    label = {r.model: r.label for r in main.rows}
+    gap_row = Row("__gap__", f"Gap: {label[reference]} - {label[base]} (points)")
+    rows = [gap_row] + [r for r in main.rows if r.model not in (base, reference)]
+    values: dict[tuple[str, Column], float] = {}
+    for c in main.columns:
+        b, ref = main.values.get((base, c)), main.values.get((reference, c))
+        if b is None or ref is None:
+            continue
+        values[(gap_row.model, c)] = ref - b
+        if abs(ref - b) < max(min_gap - 1e-9, 1e-9):       # and never divide by a zero gap
+            continue
+        for r in rows[1:]:
+            v = main.values.get((r.model, c))
+            if v is not None:
+                values[(r.model, c)] = 100.0 * (v - b) / (ref - b)
+    what = (f"share of the gap between {label[base]} and {label[reference]} closed (%), "
+            f"100 (model - base) / (reference - base); the first row is the gap in points; no share where it is "
+            f"under {min_gap:g} points")
+    caption = main.caption.split(". Best per column")[0].replace("Accuracy (%) on", "On", 1) + f": {what}."
+    caption_tex = (main.caption_tex.split(". Best per column")[0].replace("Accuracy (\\%) on", "On", 1)
+                   + f": {tex_escape(what)}.")
+    return Table(rows, list(main.columns), values, caption, caption_tex, bold=False, corner="Model",
+                 label="tab:rocl-bench-gap")
+
+
+def only_rows(table: Table, models: list[str]) -> Table:
+    """The table restricted to `models` (in table order); a gap table keeps its gap row."""
+    names = [r.model for r in table.rows]
+    for m in models:
+        if m not in names:
+            raise UserError(f"--models {m}: no such model in these records{suggest(m, names)}; models: "
+                            f"{', '.join(n for n in names if n != '__gap__')}")
+    keep = set(models) | {"__gap__"}
+    return dataclasses.replace(table, rows=[r for r in table.rows if r.model in keep])
 
 
 def with_reference(table: Table, refs: Mapping[tuple[str, Column], float]) -> Table:
