@@ -331,6 +331,22 @@ def test_check_same_records_pass(tmp_path, capsys):
     assert "ok:" in capsys.readouterr().out
 
 
+def test_check_records_made_over_several_suite_versions(tmp_path, capsys):
+    """A results folder that grew with its suite has several suite hashes; its baseline lists them all."""
+    recs = lines()
+    for i, r in enumerate(recs):
+        r["suite_hash"] = "aaaa" if i % 2 else "bbbb"
+    grown = write_records(tmp_path / "r.jsonl", recs)
+    assert cli("baseline", grown, "--out", tmp_path / "b.json") == 0
+    assert json.loads((tmp_path / "b.json").read_text())["suite_hash"] == ["aaaa", "bbbb"]
+    assert cli("check", grown, "--against", tmp_path / "b.json") == 0
+    assert "suite changed" not in capsys.readouterr().err
+    for r in recs:
+        r["suite_hash"] = "cccc"
+    assert cli("check", write_records(tmp_path / "new.jsonl", recs), "--against", tmp_path / "b.json") == 0
+    assert "suite_hash aaaa, bbbb differs" in capsys.readouterr().err
+
+
 def test_check_drop_fails(tmp_path, capsys):
     assert cli("baseline", FIXTURE, "--out", tmp_path / "b.json") == 0
     capsys.readouterr()

@@ -296,9 +296,11 @@ def check(baseline: Baseline, records: Records, tol: float, allow_improvement: b
           out: Callable[[str], None] = print, warn: Callable[[str], None] | None = None) -> int:
     """Print the cells that moved beyond `tol` points; 0 when none did (or only rose, if allowed), else 1."""
     warn = warn or warn_stderr
-    suites = {r.get("suite_hash") for r in records.all if r.get("suite_hash")}
-    if baseline.data.get("suite_hash") and suites and baseline.data["suite_hash"] not in suites:
-        warn(f"{baseline.path}: suite_hash {baseline.data['suite_hash']} differs from the results' "
+    suites = {str(r["suite_hash"]) for r in records.all if r.get("suite_hash")}
+    want = baseline.data.get("suite_hash")      # one hash, or a list when the records grew with the suite
+    wanted = {want} if isinstance(want, str) else {str(h) for h in want} if isinstance(want, list) else set()
+    if wanted and suites and not wanted & suites:
+        warn(f"{baseline.path}: suite_hash {', '.join(sorted(wanted))} differs from the results' "
              f"({', '.join(sorted(suites))}); the suite changed since the baseline was made")
     comps, missing = compare(baseline, records, warn)
     if missing:
