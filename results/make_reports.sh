@@ -11,6 +11,8 @@ for suite in ci quickstart mnist cifar10_jpeg_small; do
   rocl-bench table "$dir" --format latex --out "$dir/table.tex"
   rocl-bench table "$dir" --format csv --out "$dir/table.csv"
   rocl-bench table "$dir" --kind transfer --format md --out "$dir/transfer.md" || true
+  rocl-bench table "$dir" --kind gap --base simclr_le --reference standard \
+    --models simclr_fn_oracle_le,simclr_fn_sim_le --format md --out "$dir/gap.md" 2>/dev/null || true
   rocl-bench plot "$dir" --kind eps-curve --out "$dir/eps_curve.png"
   rocl-bench plot "$dir" --kind transfer --out "$dir/transfer.png" || true
   if [ -d "$dir/models" ]; then
@@ -18,3 +20,4 @@ for suite in ci quickstart mnist cifar10_jpeg_small; do
     rocl-bench analyze "$dir" --data-root "$data" --out "$dir/analysis"
   fi
 done
+python results/fill_tables.py
