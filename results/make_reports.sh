@@ -13,6 +13,12 @@ for suite in ci quickstart mnist cifar10_jpeg_small; do
   rocl-bench table "$dir" --kind transfer --format md --out "$dir/transfer.md" || true
   rocl-bench table "$dir" --kind gap --base simclr_le --reference standard \
     --models simclr_fn_oracle_le,simclr_fn_sim_le --format md --out "$dir/gap.md" 2>/dev/null || true
+  # paired comparisons behind the verdicts (results/README.md); pairs a suite lacks are skipped
+  for pair in "rocl_rle madry_8ep" "rocl_rle madry" "rocl_at rocl_rle" "rocl_trades rocl_rle" "simclr_le standard" \
+              "simclr_fn_oracle_le simclr_le" "simclr_fn_sim_le simclr_le" "rocl_fn_rle rocl_rle"; do
+    rocl-bench compare "$dir" $pair 2>/dev/null && echo || true
+  done > "$dir/paired.md.tmp"
+  if [ -s "$dir/paired.md.tmp" ]; then mv "$dir/paired.md.tmp" "$dir/paired.md"; else rm "$dir/paired.md.tmp"; fi
   rocl-bench plot "$dir" --kind eps-curve --out "$dir/eps_curve.png"
   rocl-bench plot "$dir" --kind transfer --out "$dir/transfer.png" || true
   if [ -d "$dir/models" ]; then

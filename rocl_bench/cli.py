@@ -1,4 +1,4 @@
-"""The command line: `rocl-bench train | run | table | plot | check | baseline | analyze`."""
+"""The command line: `rocl-bench train | run | table | compare | plot | check | baseline | analyze`."""
 from __future__ import annotations
 
 import argparse

@@ -220,6 +220,40 @@ def test_gap_table_is_the_share_of_the_gap_closed(tmp_path, capsys):
     assert "did you mean 'madry'" in capsys.readouterr().err
 
 
+def test_mcnemar_exact_values():
+    from rocl_bench.report.paired import mcnemar_p
+
+    assert mcnemar_p(0, 0) == 1.0 and mcnemar_p(3, 3) == 1.0
+    assert mcnemar_p(0, 5) == pytest.approx(2 / 32) and mcnemar_p(5, 0) == pytest.approx(2 / 32)
+    assert mcnemar_p(1, 9) == pytest.approx(2 * 11 / 1024)
+    stats = pytest.importorskip("scipy.stats")
+    for a, b in ((6, 17), (11, 30), (26, 28), (0, 3), (40, 10)):
+        assert mcnemar_p(a, b) == pytest.approx(stats.binomtest(a, a + b, 0.5).pvalue)
+
+
+def test_compare_counts_points_each_model_alone_keeps(capsys, tmp_path):
+    from rocl_bench.report.paired import paired_rows
+
+    latest = load_records(FIXTURE).latest()
+    main = main_table()
+    rows = paired_rows(latest, "madry", "rocl_rle")
+    cols = [c for c in main.columns if c.kind != "transfer"]
+    assert [r.threat for r in rows] == [c.flat for c in cols]
+    for r, c in zip(rows, cols):
+        assert r.acc_a == pytest.approx(main.value("madry", c)) and r.acc_b == pytest.approx(main.value("rocl_rle", c))
+        assert r.acc_a - r.acc_b == pytest.approx(100 * (r.only_a - r.only_b) / 40)
+        assert 0 < r.p <= 1
+    assert cli("compare", FIXTURE, "madry", "rocl_rle") == 0
+    out = capsys.readouterr().out
+    assert "A = Madry AT, B = RoCL + rLE" in out and "| Worst ℓ∞ ε=8/255 |" in out
+    assert cli("compare", FIXTURE, "madry", "rocl_rle", "--out", tmp_path / "p.csv") == 0
+    assert (tmp_path / "p.csv").read_text().startswith("Threat,")
+    assert cli("compare", FIXTURE, "madri", "rocl_rle") == 2
+    assert cli("compare", FIXTURE, "madry", "madry") == 2
+    err = capsys.readouterr().err
+    assert "did you mean 'madry'" in err and "twice" in err
+
+
 def test_worst_case_is_and_of_masks():
     latest = [r for r in load_records(FIXTURE).latest() if r["model"] == "madry"]
     group = {"norm": "linf", "eps": 8 / 255}

@@ -117,6 +117,19 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .paired import render_paired
+    from .records import load_records
+
+    fmt = args.format or ("csv" if args.out and str(args.out).lower().endswith(".csv") else "md")
+    text = render_paired(load_records(args.results).latest(), args.a, args.b, fmt)
+    if args.out:
+        print(f"wrote {_write_text(args.out, text)}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def _points(text: str) -> float:
     try:
         return float(text)
@@ -125,7 +138,7 @@ def _points(text: str) -> float:
 
 
 def add_report_parsers(sub: Any) -> None:
-    """Add `table`, `plot`, `check` and `baseline` to an argparse subparsers object."""
+    """Add `table`, `compare`, `plot`, `check` and `baseline` to an argparse subparsers object."""
     t = sub.add_parser("table", help="tables (Markdown, CSV, LaTeX, HTML) from a results folder",
                        description="Accuracy table: rows = models in suite order, columns grouped by threat model "
                                    "(Clean, Seen, Unseen per norm, AutoAttack, Square, Transfer = mean over "
@@ -152,6 +165,15 @@ def add_report_parsers(sub: Any) -> None:
     p.add_argument("--kind", required=True, choices=list(PLOT_KINDS))
     p.add_argument("--out", help="figure path, .png/.pdf/.svg (default: RESULTS/figures/KIND.png)")
     p.set_defaults(func=cmd_plot)
+
+    q = sub.add_parser("compare", help="two models on the same test points: per-threat difference, the points "
+                                       "each alone keeps, exact McNemar p")
+    q.add_argument("results", help="results folder (with records.jsonl) or a records.jsonl file")
+    q.add_argument("a", metavar="MODEL_A")
+    q.add_argument("b", metavar="MODEL_B")
+    q.add_argument("--format", choices=["md", "csv"], help="default: from the --out extension, else md")
+    q.add_argument("--out", help="write here (atomically) instead of printing")
+    q.set_defaults(func=cmd_compare)
 
     c = sub.add_parser("check", help="compare a results folder with a stored baseline",
                        description="Exit 0 when every baseline cell is within tolerance, 1 when any dropped "

@@ -156,7 +156,14 @@ def _group_predicate(group: Callable[[Mapping[str, Any]], bool] | Mapping[str, A
 
 def worst_case(records: Iterable[Mapping[str, Any]],
                group: Callable[[Mapping[str, Any]], bool] | Mapping[str, Any]) -> float | None:
-    """Fraction of points robust to EVERY cell in `group` (per-point AND of the decoded robust masks).
+    """Fraction of points robust to EVERY cell in `group` (see worst_mask)."""
+    mask = worst_mask(records, group)
+    return None if mask is None else float(mask.mean())
+
+
+def worst_mask(records: Iterable[Mapping[str, Any]],
+               group: Callable[[Mapping[str, Any]], bool] | Mapping[str, Any]) -> np.ndarray | None:
+    """Points robust to EVERY cell in `group` (per-point AND of the decoded robust masks).
 
     `records` are cells of one model (e.g. its latest records); `group` is a predicate on a record or a
     mapping {"norm": "linf", "eps": 8/255[, "types": (...)]} (default types: white-box, AutoAttack,
@@ -188,7 +195,7 @@ def worst_case(records: Iterable[Mapping[str, Any]],
             acc &= decode_mask(r["robust_mask"], n)
         except ValueError as e:
             raise UserError(f"{where}: {e}") from None
-    return float(acc.mean())
+    return acc
 
 
 # ------------------------------------------------------------------------------------------ building
