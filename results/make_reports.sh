@@ -15,7 +15,8 @@ for suite in ci quickstart mnist cifar10_jpeg_small; do
     --models simclr_fn_oracle_le,simclr_fn_sim_le --format md --out "$dir/gap.md" 2>/dev/null || true
   # paired comparisons behind the verdicts (results/README.md); pairs a suite lacks are skipped
   for pair in "rocl_rle madry_8ep" "rocl_rle madry" "rocl_at rocl_rle" "rocl_trades rocl_rle" "simclr_le standard" \
-              "simclr_fn_oracle_le simclr_le" "simclr_fn_sim_le simclr_le" "rocl_fn_rle rocl_rle"; do
+              "simclr_fn_oracle_le simclr_le" "simclr_fn_sim_le simclr_le" "rocl_fn_rle rocl_rle" \
+              "rocl_15ep_rle rocl_rle" "rocl_15ep_rle madry_8ep" "rocl_15ep_at rocl_15ep_rle" "rocl_15ep_at madry_8ep"; do
     rocl-bench compare "$dir" $pair 2>/dev/null && echo || true
   done > "$dir/paired.md.tmp"
   if [ -s "$dir/paired.md.tmp" ]; then mv "$dir/paired.md.tmp" "$dir/paired.md"; else rm "$dir/paired.md.tmp"; fi
