@@ -13,7 +13,7 @@ except ImportError:          # Windows
 
 
 class FolderLock:
-    """One writer per results folder: a lock file holding the owner's pid; a dead owner's lock is taken over.
+    """One writer per folder: a lock file holding the owner's pid; a dead owner's lock is taken over.
 
     The lock is an exclusive `flock` on `.lock`, held for the whole run: the kernel drops it when its owner
     dies (even by SIGKILL), so a stale file is simply locked again, and two processes that race for a stale

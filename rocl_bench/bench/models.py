@@ -88,9 +88,9 @@ def prepare_models(suite: Suite, out: Path, device: torch.device, names: list[st
             folder = out / "models" / f"{name}-{keys[name]}"
             if not folder.exists():       # a folder named by rocl-bench 0.1.0's key (paths included) is the same run
                 old_cfg = dataclasses.replace(cfg, encoder=keys[entry.encoder_ref]) if entry.encoder_ref else cfg
-                old = out / "models" / f"{name}-{legacy_identity_hash(old_cfg)}"
-                if old.exists():
-                    keys[name], folder = legacy_identity_hash(old_cfg), old
+                old_key = legacy_identity_hash(old_cfg)
+                if (out / "models" / f"{name}-{old_key}").exists():
+                    keys[name], folder = old_key, out / "models" / f"{name}-{old_key}"
             done = folder / "checkpoint.pt"
             if not done.exists():
                 log(f"training {name} ({cfg.method}, {cfg.model}, {cfg.epochs} epochs) -> {folder}")

@@ -32,6 +32,14 @@ def _write_text(path: str | Path, text: str) -> Path:
     return p
 
 
+def _emit(text: str, out: str | None) -> None:
+    """A report goes to --out (atomically) when given, else to stdout."""
+    if out:
+        print(f"wrote {_write_text(out, text)}")
+    else:
+        sys.stdout.write(text)
+
+
 def cmd_table(args: argparse.Namespace) -> int:
     from . import check as check_mod
     from . import tables
@@ -64,10 +72,7 @@ def cmd_table(args: argparse.Namespace) -> int:
             raise UserError("--models works with --kind main or gap (the transfer matrix keeps every source)")
         table = tables.only_rows(table, [m.strip() for m in args.models.split(",") if m.strip()])
     text = tables.render(table, fmt)
-    if args.out:
-        print(f"wrote {_write_text(args.out, text)}")
-    else:
-        sys.stdout.write(text)
+    _emit(text, args.out)
     return 0
 
 
@@ -123,10 +128,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     fmt = args.format or ("csv" if args.out and str(args.out).lower().endswith(".csv") else "md")
     text = render_paired(load_records(args.results).latest(), args.a, args.b, fmt)
-    if args.out:
-        print(f"wrote {_write_text(args.out, text)}")
-    else:
-        sys.stdout.write(text)
+    _emit(text, args.out)
     return 0
 
 
