@@ -23,6 +23,10 @@ import torch
 import yaml
 
 CORPUS = Path(__file__).resolve().parent / "bad_inputs"
+sys.path.insert(0, str(CORPUS))
+from driver import snapshot  # noqa: E402  (the driver's own view of a folder, so both compare alike)
+
+sys.path.pop(0)
 MANIFEST = yaml.safe_load((CORPUS / "manifest.yaml").read_text())
 IDS = [c["id"] for c in MANIFEST]
 assert len(IDS) >= 40 and len(set(IDS)) == len(IDS)
@@ -32,14 +36,6 @@ ROOT_IGNORES_PERMISSIONS = hasattr(os, "geteuid") and os.geteuid() == 0
 
 def env() -> dict[str, str]:
     return dict(os.environ, OMP_NUM_THREADS="1")
-
-
-def snapshot(folder: Path) -> dict[str, str]:
-    out = {}
-    for p in sorted(folder.rglob("*")):
-        st = p.lstat()
-        out[str(p.relative_to(folder))] = "dir" if p.is_dir() else f"{st.st_size}:{oct(st.st_mode)}"
-    return out
 
 
 class _Payload:
