@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=${1:-../shared/data}
-for suite in ci quickstart mnist cifar10_jpeg_small; do
+for suite in ci ci_train quickstart mnist cifar10_jpeg_small; do
   dir=results/$suite
   [ -f "$dir/records.jsonl" ] || continue
   rocl-bench table "$dir" --format md --out "$dir/table.md"

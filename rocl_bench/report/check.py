@@ -72,6 +72,12 @@ class Baseline:
     def tolerance(self) -> float | None:
         return self.data.get("tolerance_points")
 
+    @property
+    def clean_tolerance(self) -> float | None:
+        """Tolerance for clean accuracies when it differs from the robust one (a training check's: clean accuracy
+        moves less across CPUs than the robust cells that a point of clean accuracy drags along)."""
+        return self.data.get("tolerance_clean_points")
+
 
 @dataclass
 class Comparison:
@@ -114,9 +120,12 @@ def load_baseline(path: str | Path) -> Baseline:
     if not isinstance(cells, list) or not cells:
         raise UserError(f"{p}: 'cells' must be a non-empty list of cells; re-create the baseline with "
                         f"'rocl-bench baseline'")
-    tol = data.get("tolerance_points")
-    if tol is not None and (not isinstance(tol, (int, float)) or isinstance(tol, bool) or tol < 0):
-        raise UserError(f"{p}: 'tolerance_points' is {tol!r}; expected a number of points >= 0")
+    for key in ("tolerance_points", "tolerance_clean_points"):
+        tol = data.get(key)
+        if tol is not None and (not isinstance(tol, (int, float)) or isinstance(tol, bool) or not math.isfinite(tol)
+                                or tol < 0):
+            raise UserError(f"{p}: '{key}' is {tol!r}; expected a finite number of percentage points >= 0, "
+                            f"e.g. 1.0")
     out = []
     for i, c in enumerate(cells):
         where = f"{p}: cells[{i}]"
@@ -136,8 +145,25 @@ def load_baseline(path: str | Path) -> Baseline:
                                     f"for a reference cell)")
             _fraction(c, "robust_accuracy", where, True)
             _fraction(c, "clean_accuracy", where, False)
+            if c.get("source") is not None and (not isinstance(c["source"], str) or not c["source"]):
+                raise UserError(f"{where}: 'source' is {_short(c['source'])}; expected a model id or null")
+            n = c.get("n")
+            if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+                raise UserError(f"{where}: 'n' is {_short(n)}; expected a whole number of test points >= 1 or null")
+        for key in ("label", "model"):
+            if c.get(key) is not None and not isinstance(c[key], str):
+                raise UserError(f"{where}: '{key}' is {_short(c[key])}; expected a string")
+        aliases = c.get("aliases")
+        if aliases is not None and (not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases)):
+            raise UserError(f"{where}: 'aliases' is {_short(aliases)}; expected a list of label strings")
         out.append(Cell(i, c))
     return Baseline(p, data, out)
+
+
+def _short(value: Any) -> str:
+    """A value for a one-line error, cut before it can flood the terminal."""
+    text = json.dumps(value, default=str) if not isinstance(value, float) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def parse_column(desc: Any, where: str = "column") -> tuple[str, str | None, float | None]:
@@ -293,8 +319,12 @@ def text_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def check(baseline: Baseline, records: Records, tol: float, allow_improvement: bool,
-          out: Callable[[str], None] = print, warn: Callable[[str], None] | None = None) -> int:
-    """Print the cells that moved beyond `tol` points; 0 when none did (or only rose, if allowed), else 1."""
+          out: Callable[[str], None] = print, warn: Callable[[str], None] | None = None,
+          clean_tol: float | None = None) -> int:
+    """Print the cells that moved beyond `tol` points (`clean_tol` for clean accuracies, default `tol`), then one
+    line with how many values were compared and the largest difference seen; 0 when none moved (or only rose, if
+    allowed), else 1."""
+    clean_tol = tol if clean_tol is None else clean_tol
     warn = warn or warn_stderr
     suites = {str(r["suite_hash"]) for r in records.all if r.get("suite_hash")}
     want = baseline.data.get("suite_hash")      # one hash, or a list when the records grew with the suite
@@ -307,22 +337,28 @@ def check(baseline: Baseline, records: Records, tol: float, allow_improvement: b
         raise UserError(f"{len(missing)} baseline cell(s) missing from {records.path}: {'; '.join(missing)}; "
                         f"evaluate them (re-run the suite) or remove them from {baseline.path}")
     eps = 1e-9
-    drops = [c for c in comps if c.diff < -tol - eps]
-    rises = [c for c in comps if c.diff > tol + eps]
+    limit = {"clean": clean_tol, "robust": tol}
+    drops = [c for c in comps if c.diff < -limit[c.metric] - eps]
+    rises = [c for c in comps if c.diff > limit[c.metric] + eps]
     moved = sorted(drops + rises, key=lambda c: c.diff)
     if moved:
         rows = [[c.name, c.metric, f"{c.ref:.2f}", f"{c.ours:.2f}", f"{c.diff:+.2f}",
                  "DROP" if c.diff < 0 else ("rise (allowed)" if allow_improvement else "RISE")] for c in moved]
         out(text_table(["cell", "metric", "baseline %", "results %", "diff (points)", "verdict"], rows))
     failed = bool(drops) or (bool(rises) and not allow_improvement)
+    tol_text = f"{tol:g} points" if clean_tol == tol else f"{tol:g} points ({clean_tol:g} for clean accuracy)"
+    largest = max(comps, key=lambda c: abs(c.diff), default=None)
+    biggest = ("" if largest is None else "; largest difference 0.00 points" if abs(largest.diff) < eps else
+               f"; largest difference {largest.diff:+.2f} points ({largest.name}, {largest.metric})")
     out(f"{'FAIL' if failed else 'ok'}: {len(comps)} value(s) from {len(baseline.cells)} baseline cell(s) checked "
-        f"against {baseline.path} with tolerance {tol:g} points: {len(drops)} dropped, {len(rises)} rose"
-        + (" (rises allowed)" if allow_improvement and rises else ""))
+        f"against {baseline.path} with tolerance {tol_text}: {len(drops)} dropped, {len(rises)} rose"
+        + (" (rises allowed)" if allow_improvement and rises else "") + biggest)
     return 1 if failed else 0
 
 
 # ------------------------------------------------------------------------------------------ writing
-def make_baseline(records: Records, tol: float | None, source: str) -> dict[str, Any]:
+def make_baseline(records: Records, tol: float | None, source: str, clean_tol: float | None = None
+                  ) -> dict[str, Any]:
     latest = records.latest()
     suites = sorted({str(r["suite"]) for r in latest if r.get("suite")})
     hashes = sorted({str(r["suite_hash"]) for r in latest if r.get("suite_hash")})
@@ -340,6 +376,7 @@ def make_baseline(records: Records, tol: float | None, source: str) -> dict[str,
             "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "versions": versions,
             "tolerance_points": DEFAULT_TOL if tol is None else float(tol),
+            **({"tolerance_clean_points": float(clean_tol)} if clean_tol is not None else {}),
             "units": "clean_accuracy and robust_accuracy are fractions in [0, 1], as in records.jsonl; "
                      "tolerance_points is in percentage points",
             "cells": cells}

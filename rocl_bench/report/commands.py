@@ -98,11 +98,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     from .records import load_records
 
     tol = check_mod.check_tol(args.tol)
+    clean_tol = check_mod.check_tol(args.clean_tol, "--clean-tol")
     baseline = check_mod.load_baseline(args.against)
     recs = load_records(args.results)
-    if tol is None:
+    if tol is None:       # the baseline's tolerances, unless --tol overrides both
         tol = baseline.tolerance if baseline.tolerance is not None else check_mod.DEFAULT_TOL
-    return check_mod.check(baseline, recs, float(tol), args.allow_improvement)
+        clean_tol = baseline.clean_tolerance if clean_tol is None else clean_tol
+    return check_mod.check(baseline, recs, float(tol), args.allow_improvement, clean_tol=clean_tol)
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
@@ -110,14 +112,17 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     from .records import load_records, records_path
 
     tol = check_mod.check_tol(args.tol)
+    clean_tol = check_mod.check_tol(args.clean_tol, "--clean-tol")
     recs = load_records(args.results)
     cmd = f"rocl-bench baseline {shlex.quote(str(args.results))} --out {shlex.quote(str(args.out))}" + (
-        f" --tol {tol:g}" if tol is not None else "")
+        f" --tol {tol:g}" if tol is not None else "") + (f" --clean-tol {clean_tol:g}" if clean_tol is not None else "")
     source = f"{cmd} (records: {records_path(args.results)})"
-    data: dict[str, Any] = check_mod.make_baseline(recs, tol, source)
+    data: dict[str, Any] = check_mod.make_baseline(recs, tol, source, clean_tol)
     existed = Path(args.out).exists()
     _write_text(args.out, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    print(f"wrote {args.out} ({len(data['cells'])} cells, tolerance {data['tolerance_points']:g} points)"
+    clean_text = (f", {data['tolerance_clean_points']:g} for clean accuracy" if "tolerance_clean_points" in data
+                  else "")
+    print(f"wrote {args.out} ({len(data['cells'])} cells, tolerance {data['tolerance_points']:g} points{clean_text})"
           + (" — replaced the existing file" if existed else ""))
     return 0
 
@@ -185,6 +190,8 @@ def add_report_parsers(sub: Any) -> None:
     c.add_argument("--tol", type=_points, metavar="POINTS",
                    help=f"tolerance in percentage points (default: the baseline's tolerance_points, "
                         f"else {DEFAULT_TOL})")
+    c.add_argument("--clean-tol", type=_points, metavar="POINTS",
+                   help="tolerance for clean accuracies (default: the baseline's tolerance_clean_points, else --tol)")
     c.add_argument("--allow-improvement", action="store_true", help="accept values that rose beyond tolerance")
     c.set_defaults(func=cmd_check)
 
@@ -193,4 +200,6 @@ def add_report_parsers(sub: Any) -> None:
     b.add_argument("--out", required=True, help="baseline JSON to write, e.g. baselines/NAME.json")
     b.add_argument("--tol", type=_points, metavar="POINTS",
                    help=f"tolerance_points stored in the baseline (default {DEFAULT_TOL})")
+    b.add_argument("--clean-tol", type=_points, metavar="POINTS",
+                   help="tolerance_clean_points: a separate tolerance for clean accuracies (default: --tol)")
     b.set_defaults(func=cmd_baseline)
