@@ -21,7 +21,7 @@ from ..data import dataset_info, load_dataset, stratified_subset
 from ..errors import UserError, suggest
 from ..methods import METHODS
 from ..models.smoothing import SmoothedClassifier
-from ..report.records import encode_mask, load_records
+from ..report.records import encode_mask, load_records, run_problem
 from ..train.checkpoint import atomic_write_bytes
 from ..train.loop import resolve_device
 from .models import ReadyModel, prepare_models
@@ -193,6 +193,7 @@ class Runner:
         self.x, self.y = full.batch(idx)
         self.x, self.y = self.x.to(self.device), self.y.to(self.device)
         self.indices = idx
+        self.chance = float(torch.bincount(self.y.cpu()).max()) / max(len(self.y), 1)
         self.indices_hash = config_hash(idx.tolist())
         index_file = self.out / "test_indices.json"
         text = json.dumps({"dataset": d.dataset, "split": "test", "indices": idx.tolist()})
@@ -223,7 +224,7 @@ class Runner:
                     "clean_mask": encode_mask(result.clean_correct.cpu().numpy()),
                     "seconds": round(seconds, 3), "peak_memory_mb": round(peak_memory_mb(self.device.type), 1),
                     "timestamp": timestamp(), "flags": result.flags})
-        rec["warnings"] = cell_warnings(rec, [self.done[h] for h in self.current])
+        rec["warnings"] = cell_warnings(rec, [self.done[h] for h in self.current], chance=self.chance)
         for warning in rec["warnings"]:
             self.log(f"  warning: {rec['model']} / {rec['attack']}: {warning}")
         if dist.is_main():                  # under torchrun every rank holds the record, rank 0 writes it
@@ -350,12 +351,11 @@ def run_suite(path: str | Path, out: str | None = None, device: str | None = Non
             stack.enter_context(ResultsLock(folder))
 
         dist.on_main(lock)              # rank 0 holds the results lock
-        runner.done = dist.on_main(lambda: {rec.get("config_hash", ""): rec for rec in
-                                            load_records(folder, allow_empty=True).records}
-                                   if runner.records_path.exists() else {})
+        runner.done = dist.on_main(lambda: finished_cells(folder, log) if runner.records_path.exists() else {})
         try:
             runner.load_test_set()
-            models = prepare_models(suite, folder, dev, names, progress, log)
+            probe = runner.x[:suite.output.batch_size]       # a model with non-finite outputs on it is refused
+            models = prepare_models(suite, folder, dev, names, progress, log, probe=probe)
             where = f"{dev}" if dist.world() == 1 else f"{dev}, {dist.world()} processes"
             log(f"evaluating on {len(runner.y)} test points ({where})")
             for name in names:
@@ -371,6 +371,19 @@ def run_suite(path: str | Path, out: str | None = None, device: str | None = Non
                 "rerun the same command to resume")
             raise
     return [runner.done[h] for h in runner.current]
+
+
+def finished_cells(folder: Path, log: Callable[[str], None]) -> dict[str, dict[str, Any]]:
+    """The cells already in records.jsonl, by config hash. A line that fails the record schema is reported and
+    its cell run again (the bad line stays in the file; the new record, later in the file, wins)."""
+    done = {}
+    for rec in load_records(folder, allow_empty=True).records:
+        why = run_problem(rec)
+        if why:
+            log(f"  warning: {folder / RECORDS}:{rec['_line']}: cannot be reused ({why}); that cell is run again")
+            continue
+        done[rec["config_hash"]] = rec
+    return done
 
 
 def _silent(line: str) -> None:

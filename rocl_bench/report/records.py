@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
+from ..config import hidden_char, read_limited, shown
 from ..errors import UserError
 
 RECORDS_FILE = "records.jsonl"
@@ -91,22 +92,82 @@ def records_path(results: str | Path) -> Path:
     return p
 
 
+RECORDS_LIMIT = 1 << 30         # bytes: a records file of 1 GiB is ~500k cells; anything larger is not ours
+TEXT = (str, type(None))
+# The schema of a record, checked when a line is read: what reports and `run` read, with the type they need.
+TEXT_FIELDS = ("label", "method", "source", "dataset", "arch", "split", "suite", "suite_hash", "test_indices_hash",
+               "config_hash", "model_key", "robust_mask", "clean_mask", "encoder_method", "finetune_loss",
+               "checkpoint_sha256", "timestamp", "device", "git_commit")
+INT_FIELDS = ("n", "model_index", "attack_index", "seed", "world_size")
+NUMBER_FIELDS = ("seconds", "peak_memory_mb", "train_seconds")
+RUN_REQUIRED = ("clean_accuracy", "config_hash", "attack_spec")   # what `run` needs to reuse a finished cell
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _check_record(obj: Any) -> str | None:
-    """Why this JSON value is not a usable record, or None."""
+    """Why this JSON value is not a usable record, or None: required fields, types, finite numbers, ranges."""
     if not isinstance(obj, dict):
         return f"a JSON {type(obj).__name__}, not an object"
     missing = [k for k in REQUIRED if obj.get(k) is None]
     if missing:
         return f"missing field(s) {', '.join(missing)}"
+    for k in ("model", "attack"):
+        if not isinstance(obj[k], str) or not obj[k]:
+            return f"{k} is {_short(obj[k])}, not a non-empty string"
     for k in ("robust_accuracy", "clean_accuracy"):
         v = obj.get(k)
-        if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v)
-                              or not 0.0 <= v <= 1.0):
-            return f"{k}={v!r} is not a fraction in [0, 1]"
+        if v is not None and (not _number(v) or not 0.0 <= v <= 1.0):
+            return f"{k}={_short(v)} is not a fraction in [0, 1]"
+    for k in TEXT_FIELDS:
+        if not isinstance(obj.get(k), TEXT):
+            return f"{k} is {_short(obj[k])}, not a string"
+    for k in ("model", "attack", "label", "source", "method"):     # shown in tables: one line, nothing hidden
+        odd = hidden_char(obj[k]) if isinstance(obj.get(k), str) else None
+        if odd:
+            return f"{k} holds a {odd}"
+    for k in INT_FIELDS:
+        v = obj.get(k)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < (1 if k == "n" else -2**63)
+                              or v >= 2**64):
+            return f"{k}={_short(v)} is not {'a positive' if k == 'n' else 'an'} integer"
+    for k in NUMBER_FIELDS:
+        v = obj.get(k)
+        if v is not None and (not _number(v) or v < 0):
+            return f"{k}={_short(v)} is not a finite number >= 0"
+    if not isinstance(obj.get("seen"), (bool, type(None))):
+        return f"seen is {_short(obj['seen'])}, not true or false"
+    for k in ("flags", "warnings"):
+        v = obj.get(k)
+        if v is not None and (not isinstance(v, list) or not all(isinstance(x, str) for x in v)):
+            return f"{k} is {_short(v)}, not a list of strings"
     spec = obj.get("attack_spec")
-    if spec is not None and not isinstance(spec, dict):
-        return "attack_spec is not an object"
+    if spec is not None:
+        for part, inner in (("attack_spec", spec), ("attack_spec.crafted_with", (spec or {}).get("crafted_with")
+                                                    if isinstance(spec, dict) else None)):
+            if inner is None and part != "attack_spec":
+                continue
+            if not isinstance(inner, dict):
+                return f"{part} is not an object"
+            for k in ("type", "norm", "source"):
+                if not isinstance(inner.get(k), TEXT):
+                    return f"{part}.{k} is {_short(inner[k])}, not a string"
+            eps = inner.get("eps")
+            if eps is not None and (not _number(eps) or eps < 0):
+                return f"{part}.eps={_short(eps)} is not a finite number >= 0"
     return None
+
+
+def run_problem(rec: Mapping[str, Any]) -> str | None:
+    """Why `run` cannot reuse this (otherwise valid) record as a finished cell, or None; such a cell is re-run."""
+    missing = [k for k in RUN_REQUIRED if rec.get(k) is None]
+    return f"missing field(s) {', '.join(missing)}" if missing else None
+
+
+def _short(v: Any) -> str:
+    return shown(v, 40)
 
 
 def load_records(results: str | Path, warn: Warn | None = None, allow_empty: bool = False) -> Records:
@@ -116,19 +177,19 @@ def load_records(results: str | Path, warn: Warn | None = None, allow_empty: boo
     Records instead (e.g. when resuming a run whose first write was cut off)."""
     warn = warn or warn_stderr
     path = records_path(results)
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as e:
-        raise UserError(f"{path}: cannot be read ({e.strerror or e}); check the path and its permissions") from None
+    text = read_limited(path, RECORDS_LIMIT, "records.jsonl file").decode("utf-8", errors="replace")
     out: list[dict[str, Any]] = []
     skipped: list[int] = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
+            obj = json.loads(line, parse_constant=_no_constant)
+        except ValueError as e:              # JSONDecodeError, NaN/Infinity, an integer of over 4300 digits
             skipped.append(number)
+            if not isinstance(e, json.JSONDecodeError):
+                warn(f"{path}:{number}: not a usable record ({str(e)[:100]}), line skipped")
+                continue
             warn(f"{path}:{number}: not valid JSON ({e.msg} at column {e.colno}; truncated write?), line skipped")
             continue
         why = _check_record(obj)
@@ -143,6 +204,10 @@ def load_records(results: str | Path, warn: Warn | None = None, allow_empty: boo
                         + (f" ({len(skipped)} bad line(s) skipped)" if skipped else " (the file is empty)")
                         + "; re-run the evaluation that writes it")
     return Records(path, out, skipped)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number a record may hold")
 
 
 def cell_key(rec: Mapping[str, Any]) -> tuple[str, str, str | None]:

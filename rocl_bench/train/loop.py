@@ -16,14 +16,14 @@ from tqdm import tqdm
 
 from .. import __version__
 from .. import distributed as dist
-from ..config import config_hash, to_dict
+from ..config import config_hash, exists, to_dict
 from ..data import ImageSet, dataset_info, epoch_batches, load_dataset
 from ..errors import DivergedError, UserError
 from ..locking import FolderLock
 from ..methods import METHODS, Method
 from ..models import Classifier, ModelSpec, build_model
-from ..models.loading import load_state, spec_for
-from .checkpoint import atomic_write_bytes, file_sha256, load_checkpoint, save_checkpoint
+from ..models.loading import load_state, spec_for, spec_from
+from .checkpoint import atomic_write_bytes, file_sha256, load_checkpoint, remove_if_empty, save_checkpoint
 from .optim import LARS, learning_rate
 from .spec import TrainConfig
 
@@ -40,8 +40,9 @@ def resolve_device(name: str) -> torch.device:
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """All randomness of an epoch (order, augmentations, attack starts) from (seed, epoch): resumes repeat exactly."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    """All randomness of an epoch (order, augmentations, attack starts) from (seed, epoch): resumes repeat exactly.
+    Taken modulo 2**64, as torch reads seeds, so every 64-bit seed works and smaller ones draw as before."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) % 2**64)
 
 
 def rank_generator(seed: int, epoch: int, rank: int) -> torch.Generator:
@@ -72,7 +73,7 @@ def _encoder_model(cfg: TrainConfig, method: type[Method], info: Any, num_classe
     """A model whose encoder comes from cfg.encoder, with a fresh head for this dataset."""
     enc = load_checkpoint(cfg.encoder, "encoder")
     if "model_spec" in enc:
-        src = ModelSpec.from_dict(enc["model_spec"])
+        src = spec_from(enc["model_spec"], f"encoder {cfg.encoder}")
     else:
         src = spec_for(cfg.model, info)
     if (src.in_channels, src.image_size) != (info.channels, info.image_size):
@@ -231,12 +232,13 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
     model, method, cfg = build_for(cfg, train_set)
     ident = identity_hash(cfg, file_sha256(Path(cfg.encoder)) if cfg.encoder else None)
     legacy = legacy_identity_hash(cfg)
+    fresh = not exists(out)
     state = dist.on_main(lambda: _prepare_out(out, resume, ident, legacy))
     if state and "finished" in state:
         finished = state["finished"]
         log(f"{out}: already finished ({finished['epoch']} epochs); nothing to do")
         return {**finished, "train_seconds": finished.get("train_seconds", _read_seconds(out))}
-    with _training_lock(out, rank):
+    with _training_lock(out, rank, fresh):
         on_cuda = device.type == "cuda"
         model.to(device)
         if on_cuda and cfg.channels_last:
@@ -334,13 +336,19 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
 
 
 @contextlib.contextmanager
-def _training_lock(out: Path, rank: int) -> Iterator[None]:
-    """One training process per folder: two writing the same last.pt would interleave their epochs."""
+def _training_lock(out: Path, rank: int, fresh: bool = False) -> Iterator[None]:
+    """One training process per folder: two writing the same last.pt would interleave their epochs. A `fresh`
+    folder (made by this run) that is still empty when training fails (a full disk at the first save) is removed."""
     if rank != 0:
         yield
         return
-    with FolderLock(out, "another training run ({who}) is writing this folder"):
-        yield
+    try:
+        with FolderLock(out, "another training run ({who}) is writing this folder"):
+            yield
+    except BaseException:
+        if fresh:
+            remove_if_empty(out)
+        raise
 
 
 def _read_seconds(out: Path) -> float | None:
