@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from ..attacks.registry import Attack, build_attack
+from ..attacks import Attack, build_attack
 from ..config import (coerce, config_hash, exists, from_mapping, load_yaml, path_text, require, segment, shown,
                       to_dict)
 from ..data import DATASETS, dataset_info
@@ -337,6 +337,13 @@ def _check_encoder_order(models: dict[str, ModelEntry], where: str) -> None:
         if m.encoder_ref and order.index(m.encoder_ref) >= i:
             raise UserError(f"{where}: models.{segment(name)}.encoder: {shown(m.encoder_ref)} must be listed before "
                             f"{shown(name)}")
+
+
+def results_folder(suite_file: Path, output_dir: str | None, name: str) -> Path:
+    """Where a suite's results go without --out: its output.dir, relative to the suite file, else results/<name>."""
+    if output_dir:
+        return (suite_file.resolve().parent / output_dir).resolve()
+    return Path("results") / name
 
 
 def smoothing_spec(entry: ModelEntry, augment_kind: str) -> AugmentSpec | None:
