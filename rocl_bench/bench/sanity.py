@@ -4,16 +4,19 @@ Each alarm compares the new cell with the finished cells of the same model in th
 suite may list the larger budget, or the black-box attack, first):
 - clean accuracy differs between cells (the model is randomized, or not in eval mode);
 - robust accuracy rises with ε for one attack type and norm (gradient masking, or too weak an attack);
-- a black-box (`square`) or transfer attack beats a white-box attack at the same norm and ε by more than
-  `slack` (gradient masking: the gradients mislead, yet the model is not robust);
+- a black-box (e.g. `square`) or transfer attack beats a white-box attack at the same norm and ε by more
+  than `slack` (gradient masking: the gradients mislead, yet the model is not robust); the family of each
+  attack type is what its class declares (attacks.base.Family);
 - pyautoattack's own checks flagged the model (randomized or dynamic defence, zero gradients, ...).
 """
 from __future__ import annotations
 
 from typing import Any, Iterable
 
-WHITE_BOX = ("pgd", "autoattack", "apgd", "fgsm", "cw", "eot-pgd")
-BLACK_BOX = ("square", "transfer")
+from ..attacks import Family, family_of
+
+BEATS_WHITE_BOX = (Family.BLACK_BOX, Family.TRANSFER)     # families that must not beat a white-box attack
+ONE_BUDGET = (Family.CLEAN, Family.TRANSFER)                # no "rises with eps" check across their cells
 
 
 def _kind(rec: dict[str, Any]) -> str | None:
@@ -45,12 +48,12 @@ def cell_warnings(rec: dict[str, Any], earlier: Iterable[dict[str, Any]], slack:
             continue
         p_kind = _kind(prev)
         p_norm, p_eps = _budget(prev)
-        if kind != "transfer" and p_kind != "transfer" \
+        if Family.TRANSFER not in (family_of(kind), family_of(p_kind)) \
                 and abs(prev["clean_accuracy"] - rec["clean_accuracy"]) > 1e-9:
             clean_differs.append(f"{prev['attack']}: {prev['clean_accuracy']:.4f}")
         if eps is None or p_eps is None or norm is None or norm != p_norm:
             continue
-        if kind == p_kind and kind not in (None, "transfer", "clean") and not _same(eps, p_eps):
+        if kind == p_kind and kind is not None and family_of(kind) not in ONE_BUDGET and not _same(eps, p_eps):
             small, large = (prev, rec) if p_eps < eps else (rec, prev)
             if large["robust_accuracy"] > small["robust_accuracy"] + slack:
                 s_eps, l_eps = min(eps, p_eps), max(eps, p_eps)
@@ -58,8 +61,9 @@ def cell_warnings(rec: dict[str, Any], earlier: Iterable[dict[str, Any]], slack:
                            f"{small['robust_accuracy']:.1%} < {large['attack']} eps={l_eps:g}: "
                            f"{large['robust_accuracy']:.1%}); possible gradient masking")
         if _same(eps, p_eps):
-            pair = (rec, prev) if kind in BLACK_BOX and p_kind in WHITE_BOX else \
-                (prev, rec) if p_kind in BLACK_BOX and kind in WHITE_BOX else None
+            fam, p_fam = family_of(kind), family_of(p_kind)
+            pair = (rec, prev) if fam in BEATS_WHITE_BOX and p_fam is Family.WHITE_BOX else \
+                (prev, rec) if p_fam in BEATS_WHITE_BOX and fam is Family.WHITE_BOX else None
             if pair and pair[0]["robust_accuracy"] < pair[1]["robust_accuracy"] - slack:
                 black, white = pair
                 out.append(f"black-box {black['attack']} beats white-box {white['attack']} at {norm} eps={eps:g} "

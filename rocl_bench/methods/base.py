@@ -9,6 +9,7 @@ from torch import nn
 
 from ..data import DatasetInfo
 from ..registry import Registry
+from ..runtime import eval_mode
 
 
 @dataclass
@@ -75,9 +76,5 @@ class LinfBudget:
 
 def clean_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
     """Clean accuracy for the epoch summary, measured in eval mode without gradients."""
-    was = model.training
-    model.eval()
-    with torch.no_grad():
-        c = int((model(x).argmax(1) == y).sum())
-    model.train(was)
-    return c
+    with eval_mode(model), torch.no_grad():
+        return int((model(x).argmax(1) == y).sum())

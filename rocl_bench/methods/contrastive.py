@@ -12,6 +12,7 @@ from ..attacks.instance import instance_attack
 from ..config import require
 from ..data.augment import AugmentSpec, augment
 from ..losses import nt_xent
+from ..runtime import eval_mode
 from .base import Method, StepOutput, register_method
 from .false_negatives import FalseNegatives, keep_mask
 
@@ -101,11 +102,8 @@ class RoCL(SimCLR):
         target = t2 if p.attack_to == "other" else t1
         attack_keep = None
         if p.attack_false_negatives and p.false_negatives.mode != "none":
-            with torch.no_grad():
-                was = model.training
-                model.eval()
+            with torch.no_grad(), eval_mode(model):
                 attack_keep = keep_mask(p.false_negatives, model.project(torch.cat([t1, target])), y, 2)
-                model.train(was)
         x_adv = instance_attack(model, t1, target, eps=eps, step=step, steps=p.steps, rand_init=p.random_start,
                                 generator=g, temperature=p.temperature, detach_keys=p.detach_keys,
                                 keep=attack_keep)

@@ -35,11 +35,11 @@ from typing import Any, Callable, Mapping
 
 from ..errors import UserError
 from .records import Records, attack_type, cell_key, model_label, same_eps, warn_stderr
-from .tables import Column, Table, build_main_table
+from .tables import Column, Table, build_main_table, own_column_kinds
 
 FORMAT = "rocl-bench-baseline/1"
 DEFAULT_TOL = 0.5
-COLUMN_KINDS = ("seen", "unseen", "autoattack", "square", "transfer", "worst")
+COLUMN_KINDS = ("seen", "unseen", *own_column_kinds(), "worst")     # autoattack, square, transfer: declared
 NORM_ALIASES = {"linf": "linf", "l_inf": "linf", "inf": "linf", "ℓ∞": "linf", "l2": "l2", "ℓ2": "l2",
                 "l1": "l1", "ℓ1": "l1"}
 

@@ -23,10 +23,6 @@ from ..errors import UserError
 RECORDS_FILE = "records.jsonl"
 REQUIRED = ("model", "attack", "robust_accuracy")
 
-WHITE_BOX = ("pgd", "fgsm", "cw", "apgd", "eot-pgd")
-ATTACK_TYPES = ("clean",) + WHITE_BOX + ("autoattack", "square", "transfer")
-NORMS = ("linf", "l2", "l1")
-
 # Readable method names, used only when a record has no `label`.
 METHOD_NAMES = {"standard": "Standard", "madry": "Madry AT", "trades": "TRADES", "simclr": "SimCLR",
                 "rocl": "RoCL"}

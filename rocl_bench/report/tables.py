@@ -4,9 +4,14 @@ Main table (`--kind main`): one row per model in suite order (model_index), name
 accuracy in percent with one decimal, the best value of each column in bold. Columns, grouped by threat
 model, in this order:
 
-  Clean | Seen <norm> (one column per seen white-box attack, "ε=8/255", suffixed FGSM/CW/APGD/EOT-PGD when
-  the attack is not plain PGD) | Unseen ℓ∞ | Unseen ℓ2 | Unseen ℓ1 (each sorted by ε) | AutoAttack ("ℓ∞
-  ε=8/255") | Square (black-box) | Transfer (mean over sources) | Worst case (seen budget)
+  Clean | Seen <norm> (one column per seen white-box attack, "ε=8/255", suffixed with the attack's title
+  (FGSM, CW, APGD, EOT-PGD) when it is not the reference attack, PGD) | Unseen ℓ∞ | Unseen ℓ2 | Unseen ℓ1
+  (each sorted by ε, then by the attack's table_order) | one group per attack with `own_column` or of the
+  black-box or transfer family, in family order: AutoAttack ("ℓ∞ ε=8/255") | Square (black-box) | Transfer
+  (mean over sources) | Worst case (seen budget)
+
+Which attack goes where is what its class declares (attacks.base.Attack: family, title, table_order,
+own_column, reference); attack types this version does not know go to "Other".
 
 * Transfer: one column per transfer attack id, the MEAN robust accuracy over every source model that
   attacked this target. The per-source numbers are in the transfer matrix (`--kind transfer`).
@@ -30,21 +35,25 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from ..attacks import ATTACKS, Family, attack_class, family_of
 from ..errors import UserError, suggest
-from .records import (NORM_ORDER, NORM_TEX, WHITE_BOX, attack_type, decode_mask, eps_text, model_label,
-                      norm_text, same_eps, threat, warn_stderr)
+from .records import (NORM_ORDER, NORM_TEX, attack_type, decode_mask, eps_text, model_label, norm_text, same_eps,
+                      threat, warn_stderr)
 
 FORMATS = ("md", "csv", "latex", "html")
-KIND_ORDER = {"clean": 0, "seen": 1, "unseen": 2, "autoattack": 3, "square": 4, "transfer": 5, "other": 6,
-              "worst": 7}
-ATYPE_ORDER = {t: i for i, t in enumerate(("pgd", "eot-pgd", "apgd", "fgsm", "cw"))}
-ATYPE_NAME = {"pgd": "PGD", "eot-pgd": "EOT-PGD", "apgd": "APGD", "fgsm": "FGSM", "cw": "CW"}
-WORST_TYPES = WHITE_BOX + ("autoattack", "square", "transfer")
+# column groups in table order; "own" holds one group per attack type shown apart (its kind is the type name)
+GROUP_ORDER = {"clean": 0, "seen": 1, "unseen": 2, "own": 3, "other": 6, "worst": 7}
+
+
+def own_column_kinds() -> list[str]:
+    """Attack types shown in a column group of their own (autoattack, square, transfer), in table order."""
+    classes = [c for c in map(ATTACKS.get, ATTACKS.names()) if c.family is not Family.CLEAN and not c.budget_column()]
+    return [c.name for c in sorted(classes, key=lambda c: (c.family.rank, c.table_order, c.name))]
 
 
 @dataclass(frozen=True)
 class Column:
-    kind: str                 # clean | seen | unseen | autoattack | square | transfer | other | worst
+    kind: str                 # clean | seen | unseen | other | worst | an attack type shown apart (autoattack, ...)
     norm: str | None
     eps: float | None
     atype: str                # attack_spec.type (the crafted_with type is not used here)
@@ -146,11 +155,12 @@ def _group_predicate(group: Callable[[Mapping[str, Any]], bool] | Mapping[str, A
     if callable(group):
         return group
     norm, eps = group.get("norm"), group.get("eps")
-    types = tuple(group.get("types") or WORST_TYPES)
+    types = tuple(group["types"]) if group.get("types") else None
 
     def pred(rec: Mapping[str, Any]) -> bool:
         kind, n, e = threat(rec)
-        return kind in types and (norm is None or n == norm) and (eps is None or same_eps(e, float(eps)))
+        counted = kind in types if types is not None else family_of(kind) not in (None, Family.CLEAN)
+        return counted and (norm is None or n == norm) and (eps is None or same_eps(e, float(eps)))
     return pred
 
 
@@ -166,9 +176,9 @@ def worst_mask(records: Iterable[Mapping[str, Any]],
     """Points robust to EVERY cell in `group` (per-point AND of the decoded robust masks).
 
     `records` are cells of one model (e.g. its latest records); `group` is a predicate on a record or a
-    mapping {"norm": "linf", "eps": 8/255[, "types": (...)]} (default types: white-box, AutoAttack,
-    Square and transfer). Returns None when no cell is in the group. A cell without a decodable
-    `robust_mask`, cells of several models, or cells with different n raise UserError.
+    mapping {"norm": "linf", "eps": 8/255[, "types": (...)]} (default: every attack type of a family other
+    than clean: white-box, min-norm, black-box and transfer). Returns None when no cell is in the group. A
+    cell without a decodable `robust_mask`, cells of several models, or cells with different n raise UserError.
     """
     pred = _group_predicate(group)
     cells = [r for r in records if pred(r)]
@@ -203,15 +213,17 @@ def _label_columns(cols: list[Column]) -> list[Column]:
     out = []
     for c in cols:
         e, et, nt, nx = eps_text(c.eps), eps_tex(c.eps), norm_text(c.norm), norm_tex(c.norm)
-        suffix = "" if c.atype == "pgd" else " " + ATYPE_NAME.get(c.atype, c.atype.upper())
+        cls = attack_class(c.atype)
+        suffix = "" if cls is not None and cls.reference else " " + (cls.display_name() if cls else c.atype.upper())
+        own = attack_class(c.kind) if c.kind not in ("clean", "seen", "unseen", "other", "worst") else None
         if c.kind == "clean":
             g, s, gt, st = "Clean", "", "Clean", ""
         elif c.kind in ("seen", "unseen"):
             g = f"{'Seen' if c.kind == 'seen' else 'Unseen'} {nt}"
             gt = f"{'Seen' if c.kind == 'seen' else 'Unseen'} {nx}"
             s, st = f"ε={e}{suffix}", f"{et}{suffix}"
-        elif c.kind in ("autoattack", "square", "transfer", "worst"):
-            name = {"autoattack": "AutoAttack", "square": "Square", "transfer": "Transfer", "worst": "Worst"}[c.kind]
+        elif own is not None or c.kind == "worst":
+            name = own.display_name() if own is not None else "Worst"
             g, gt, s, st = f"{name} {nt}", f"{name} {nx}", f"ε={e}", et
         else:
             g, gt, s, st = "Other", "Other", str(c.attack), tex_escape(str(c.attack))
@@ -224,17 +236,21 @@ def _label_columns(cols: list[Column]) -> list[Column]:
 
 
 def _column_of(rec: Mapping[str, Any]) -> Column:
+    """Where a record's cell goes, from what its attack type declares (see the module docstring)."""
     kind, norm, eps = threat(rec)
-    if kind in WHITE_BOX:
-        k = "seen" if rec.get("seen") else "unseen"
-    elif kind in ("autoattack", "square", "transfer"):
-        k = kind
-    else:
-        k = "other"
+    cls = attack_class(kind)
     idx = rec.get("attack_index")
     idx = idx if isinstance(idx, (int, float)) else math.inf
-    order = (KIND_ORDER[k], NORM_ORDER.get(norm or "", 9), eps if eps is not None else math.inf,
-             ATYPE_ORDER.get(kind, 9), idx, str(rec["attack"]))
+    budget = (NORM_ORDER.get(norm or "", 9), eps if eps is not None else math.inf)
+    if cls is not None and cls.budget_column():
+        k = "seen" if rec.get("seen") else "unseen"
+        order = (GROUP_ORDER[k], (), *budget, cls.table_order, idx, str(rec["attack"]))
+    elif cls is not None and cls.family is not Family.CLEAN:
+        k = kind
+        order = (GROUP_ORDER["own"], (cls.family.rank, cls.table_order, kind), *budget, 0, idx, str(rec["attack"]))
+    else:
+        k = "other"
+        order = (GROUP_ORDER["other"], (), *budget, 0, idx, str(rec["attack"]))
     return Column(k, norm, eps, kind, str(rec["attack"]), order)
 
 
@@ -252,7 +268,7 @@ def build_main_table(latest: list[dict[str, Any]], warn: Callable[[str], None] |
     for rec in latest:
         model = rec["model"]
         by_model.setdefault(model, []).append(rec)
-        if attack_type(rec) == "clean":
+        if family_of(attack_type(rec)) is Family.CLEAN:
             v = rec.get("clean_accuracy")
             clean_cell[model] = float(v if v is not None else rec["robust_accuracy"])
             continue
@@ -262,7 +278,7 @@ def build_main_table(latest: list[dict[str, Any]], warn: Callable[[str], None] |
         key = (col.kind, col.attack)
         if key not in protos or col.order < protos[key].order:
             protos[key] = col
-        if col.kind == "transfer":
+        if family_of(col.kind) is Family.TRANSFER:       # one value per source: the table shows their mean
             transfer.setdefault((model, key), []).append(float(rec["robust_accuracy"]))
         else:
             values[(model, key)] = float(rec["robust_accuracy"])
@@ -274,7 +290,9 @@ def build_main_table(latest: list[dict[str, Any]], warn: Callable[[str], None] |
     budgets: list[tuple[str | None, float | None]] = []
     for rec in latest:
         kind, norm, eps = threat(rec)
-        if rec.get("seen") and kind in WHITE_BOX and not any(n == norm and same_eps(e, eps) for n, e in budgets):
+        cls = attack_class(kind)
+        if rec.get("seen") and cls is not None and cls.budget_column() \
+                and not any(n == norm and same_eps(e, eps) for n, e in budgets):
             budgets.append((norm, eps))
     worst_cols: list[Column] = []
     for norm, eps in budgets:
@@ -282,7 +300,7 @@ def build_main_table(latest: list[dict[str, Any]], warn: Callable[[str], None] |
         pred = _group_predicate(group)
         if not any(sum(1 for r in recs if pred(r)) > 1 for recs in by_model.values()):
             continue
-        col = Column("worst", norm, eps, "worst", None, (KIND_ORDER["worst"], NORM_ORDER.get(norm or "", 9), eps))
+        col = Column("worst", norm, eps, "worst", None, (GROUP_ORDER["worst"], NORM_ORDER.get(norm or "", 9), eps))
         worst_cols.append(col)
         for model, recs in by_model.items():
             try:
@@ -307,10 +325,10 @@ def build_main_table(latest: list[dict[str, Any]], warn: Callable[[str], None] |
                 out[(r.model, c)] = 100.0 * v
     text, tex = describe(latest)
     notes = []
-    if any(c.kind == "square" for c in labeled):
-        notes.append("Square: black-box (score-based) attack")
-    if any(c.kind == "transfer" for c in labeled):
-        notes.append("Transfer: mean over source models")
+    for family, note in ((Family.BLACK_BOX, "black-box (score-based) attack"),
+                         (Family.TRANSFER, "mean over source models")):
+        for kind in _unique(c.kind for c in labeled if family_of(c.kind) is family):
+            notes.append(f"{attack_class(kind).display_name()}: {note}")
     if worst_cols:
         notes.append("Worst: a test point counts only if it withstands every attack at the seen budget")
     caption = f"Accuracy (%) on {text}. Best per column in bold" + "".join(f"; {n}" for n in notes) + "."
@@ -321,7 +339,7 @@ def build_main_table(latest: list[dict[str, Any]], warn: Callable[[str], None] |
 
 def build_transfer_table(latest: list[dict[str, Any]]) -> Table:
     """Transfer matrix: rows = source models, columns = (transfer attack, target model)."""
-    cells = [r for r in latest if attack_type(r) == "transfer"]
+    cells = [r for r in latest if family_of(attack_type(r)) is Family.TRANSFER]
     if not cells:
         raise UserError("no transfer cells in these records; add transfer attacks to the suite, or use --kind main")
     targets = _rows(latest)

@@ -1,6 +1,6 @@
 """Training: the config, the single loop, the optimizer/schedule and the checkpoint format."""
 from .checkpoint import load_checkpoint, save_checkpoint
-from .loop import resolve_device, train
+from .loop import train
 from .spec import TrainConfig, make_train_config
 
-__all__ = ["TrainConfig", "make_train_config", "train", "resolve_device", "load_checkpoint", "save_checkpoint"]
+__all__ = ["TrainConfig", "make_train_config", "train", "load_checkpoint", "save_checkpoint"]

@@ -14,7 +14,6 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .. import __version__
 from .. import distributed as dist
 from ..config import config_hash, to_dict
 from ..data import ImageSet, dataset_info, epoch_batches, load_dataset
@@ -23,20 +22,13 @@ from ..locking import FolderLock
 from ..methods import METHODS, Method
 from ..models import Classifier, ModelSpec, build_model
 from ..models.loading import load_state, spec_for
+from ..runtime import resolve_device
+from ..version import __version__
 from .checkpoint import atomic_write_bytes, file_sha256, load_checkpoint, save_checkpoint
 from .optim import LARS, learning_rate
 from .spec import TrainConfig
 
 CHECKPOINT, LAST, METRICS, TIMING = "checkpoint.pt", "last.pt", "metrics.jsonl", "timing.json"
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA when present; asking for CUDA without one is a user error, not a crash."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("device: 'cuda' was asked for but no CUDA device is available; use --device cpu or auto")
-    return torch.device(name)
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
