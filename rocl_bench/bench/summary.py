@@ -1,10 +1,10 @@
 """The Markdown summary printed at the end of `rocl-bench run` (the reports module makes the paper tables)."""
 from __future__ import annotations
 
-from typing import Any
+from ..record import Record
 
 
-def summary_markdown(records: list[dict[str, Any]]) -> str:
+def summary_markdown(records: list[Record]) -> str:
     """Models × attacks, robust accuracy in percent (transfer cells averaged over sources)."""
     if not records:
         return "(no cells)"
@@ -13,12 +13,12 @@ def summary_markdown(records: list[dict[str, Any]]) -> str:
     cells: dict[tuple[str, str], list[float]] = {}
     clean: dict[str, float] = {}
     for r in records:
-        models.setdefault(r["model"], r.get("label") or r["model"])
-        if r["attack"] not in attacks:
-            attacks.append(r["attack"])
-        cells.setdefault((r["model"], r["attack"]), []).append(r["robust_accuracy"])
-        if r.get("attack_spec", {}).get("type") != "transfer":
-            clean[r["model"]] = r["clean_accuracy"]
+        models.setdefault(r.model, r.name)
+        if r.attack not in attacks:
+            attacks.append(r.attack)
+        cells.setdefault((r.model, r.attack), []).append(r.robust_accuracy)
+        if r.attack_type != "transfer" and r.clean_accuracy is not None:
+            clean[r.model] = r.clean_accuracy
     head = ["model", "clean acc."] + attacks
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m, label in models.items():

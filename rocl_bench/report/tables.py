@@ -31,8 +31,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UserError, suggest
-from .records import (NORM_ORDER, NORM_TEX, WHITE_BOX, attack_type, decode_mask, eps_text, model_label,
-                      norm_text, same_eps, threat, warn_stderr)
+from ..record import Record, decode_mask, warn_stderr
+from .records import NORM_ORDER, NORM_TEX, WHITE_BOX, eps_text, norm_text, same_eps
 
 FORMATS = ("md", "csv", "latex", "html")
 KIND_ORDER = {"clean": 0, "seen": 1, "unseen": 2, "autoattack": 3, "square": 4, "transfer": 5, "other": 6,
@@ -104,11 +104,11 @@ def norm_tex(norm: str | None) -> str:
     return NORM_TEX.get(norm or "", tex_escape(str(norm)))
 
 
-def _rows(latest: list[dict[str, Any]]) -> list[Row]:
+def _rows(latest: list[Record]) -> list[Row]:
     seen: dict[str, Row] = {}
     for rec in latest:  # sorted by model_index already
-        if rec["model"] not in seen:
-            seen[rec["model"]] = Row(rec["model"], model_label(rec))
+        if rec.model not in seen:
+            seen[rec.model] = Row(rec.model, rec.name)
     rows = list(seen.values())
     counts: dict[str, int] = {}
     for r in rows:
@@ -127,14 +127,14 @@ def _unique(values: Iterable[Any]) -> list[Any]:
     return out
 
 
-def describe(latest: list[dict[str, Any]]) -> tuple[str, str]:
+def describe(latest: list[Record]) -> tuple[str, str]:
     """Caption fragments (text, tex): dataset, architecture, number of test points, split, suite."""
-    ds = ", ".join(map(str, _unique(r.get("dataset") for r in latest))) or "unknown dataset"
-    arch = ", ".join(map(str, _unique(r.get("arch") for r in latest))) or "unknown architecture"
-    ns = sorted(_unique(r.get("n") for r in latest))
+    ds = ", ".join(map(str, _unique(r.dataset for r in latest))) or "unknown dataset"
+    arch = ", ".join(map(str, _unique(r.arch for r in latest))) or "unknown architecture"
+    ns = sorted(_unique(r.n for r in latest))
     n = (f"{ns[0]}" if len(ns) == 1 else f"{ns[0]}–{ns[-1]}") if ns else "?"
-    split = ", ".join(map(str, _unique(r.get("split") for r in latest))) or "test"
-    suite = ", ".join(map(str, _unique(r.get("suite") for r in latest)))
+    split = ", ".join(map(str, _unique(r.split for r in latest))) or "test"
+    suite = ", ".join(map(str, _unique(r.suite for r in latest)))
     text = f"{ds} ({arch}), n={n} {split} points" + (f", suite {suite}" if suite else "")
     tex = (f"{tex_escape(ds)} ({tex_escape(arch)}), $n={n.replace('–', '$--$')}$ {tex_escape(split)} points"
            + (f", suite {tex_escape(suite)}" if suite else ""))
@@ -142,27 +142,28 @@ def describe(latest: list[dict[str, Any]]) -> tuple[str, str]:
 
 
 # --------------------------------------------------------------------------------------- worst case
-def _group_predicate(group: Callable[[Mapping[str, Any]], bool] | Mapping[str, Any]) -> Callable[..., bool]:
+Group = Callable[[Record], bool] | Mapping[str, Any]
+
+
+def _group_predicate(group: Group) -> Callable[[Record], bool]:
     if callable(group):
         return group
     norm, eps = group.get("norm"), group.get("eps")
     types = tuple(group.get("types") or WORST_TYPES)
 
-    def pred(rec: Mapping[str, Any]) -> bool:
-        kind, n, e = threat(rec)
+    def pred(rec: Record) -> bool:
+        kind, n, e = rec.threat
         return kind in types and (norm is None or n == norm) and (eps is None or same_eps(e, float(eps)))
     return pred
 
 
-def worst_case(records: Iterable[Mapping[str, Any]],
-               group: Callable[[Mapping[str, Any]], bool] | Mapping[str, Any]) -> float | None:
+def worst_case(records: Iterable[Record], group: Group) -> float | None:
     """Fraction of points robust to EVERY cell in `group` (see worst_mask)."""
     mask = worst_mask(records, group)
     return None if mask is None else float(mask.mean())
 
 
-def worst_mask(records: Iterable[Mapping[str, Any]],
-               group: Callable[[Mapping[str, Any]], bool] | Mapping[str, Any]) -> np.ndarray | None:
+def worst_mask(records: Iterable[Record], group: Group) -> np.ndarray | None:
     """Points robust to EVERY cell in `group` (per-point AND of the decoded robust masks).
 
     `records` are cells of one model (e.g. its latest records); `group` is a predicate on a record or a
@@ -174,27 +175,26 @@ def worst_mask(records: Iterable[Mapping[str, Any]],
     cells = [r for r in records if pred(r)]
     if not cells:
         return None
-    models = _unique(r.get("model") for r in cells)
+    models = _unique(r.model for r in cells)
     if len(models) > 1:
         raise UserError(f"worst case over several models ({', '.join(map(str, models))}); pass one model's cells")
-    ns = _unique(r.get("n") for r in cells)
+    ns = _unique(r.n for r in cells)
     if len(ns) != 1:
         raise UserError(f"worst case for {models[0]}: cells have different n ({ns}); they were not evaluated on "
                         f"the same test points, re-run the suite")
-    test_sets = _unique(r.get("test_indices_hash") for r in cells)
+    test_sets = _unique(r.test_indices_hash for r in cells)
     if len(test_sets) > 1:
         raise UserError(f"worst case for {models[0]}: cells were evaluated on different test subsets "
                         f"(test_indices_hash differs); re-run the suite so they share one")
     n = int(ns[0])
     acc = np.ones(n, dtype=bool)
     for r in cells:
-        where = f"record line {r.get('_line', '?')} ({r['model']}/{r['attack']})"
-        if not r.get("robust_mask"):
-            raise UserError(f"{where}: no robust_mask, needed for the worst case; re-run the evaluation")
+        if not r.robust_mask:
+            raise UserError(f"{r.where()}: no robust_mask, needed for the worst case; re-run the evaluation")
         try:
-            acc &= decode_mask(r["robust_mask"], n)
+            acc &= decode_mask(r.robust_mask, n)
         except ValueError as e:
-            raise UserError(f"{where}: {e}") from None
+            raise UserError(f"{r.where()}: {e}") from None
     return acc
 
 
@@ -223,22 +223,21 @@ def _label_columns(cols: list[Column]) -> list[Column]:
             if seen[(c.group, c.sub)] > 1 and c.attack else c for c in out]
 
 
-def _column_of(rec: Mapping[str, Any]) -> Column:
-    kind, norm, eps = threat(rec)
+def _column_of(rec: Record) -> Column:
+    kind, norm, eps = rec.threat
     if kind in WHITE_BOX:
-        k = "seen" if rec.get("seen") else "unseen"
+        k = "seen" if rec.seen else "unseen"
     elif kind in ("autoattack", "square", "transfer"):
         k = kind
     else:
         k = "other"
-    idx = rec.get("attack_index")
-    idx = idx if isinstance(idx, (int, float)) else math.inf
+    idx = rec.attack_index if rec.attack_index is not None else math.inf
     order = (KIND_ORDER[k], NORM_ORDER.get(norm or "", 9), eps if eps is not None else math.inf,
-             ATYPE_ORDER.get(kind, 9), idx, str(rec["attack"]))
-    return Column(k, norm, eps, kind, str(rec["attack"]), order)
+             ATYPE_ORDER.get(kind, 9), idx, rec.attack)
+    return Column(k, norm, eps, kind, rec.attack, order)
 
 
-def build_main_table(latest: list[dict[str, Any]], warn: Callable[[str], None] | None = None) -> Table:
+def build_main_table(latest: list[Record], warn: Callable[[str], None] | None = None) -> Table:
     """The main table from the latest record of each cell (see the module docstring for the layout)."""
     warn = warn or warn_stderr
     rows = _rows(latest)
@@ -248,24 +247,24 @@ def build_main_table(latest: list[dict[str, Any]], warn: Callable[[str], None] |
     transfer: dict[tuple[str, tuple], list[float]] = {}
     clean_cell: dict[str, float] = {}   # from a 'clean' attack cell
     clean_any: dict[str, float] = {}    # else the clean_accuracy stored with the model's first cell
-    by_model: dict[str, list[dict[str, Any]]] = {}
+    by_model: dict[str, list[Record]] = {}
     for rec in latest:
-        model = rec["model"]
+        model = rec.model
         by_model.setdefault(model, []).append(rec)
-        if attack_type(rec) == "clean":
-            v = rec.get("clean_accuracy")
-            clean_cell[model] = float(v if v is not None else rec["robust_accuracy"])
+        if rec.attack_type == "clean":
+            v = rec.clean_accuracy
+            clean_cell[model] = float(v if v is not None else rec.robust_accuracy)
             continue
-        if rec.get("clean_accuracy") is not None:
-            clean_any.setdefault(model, float(rec["clean_accuracy"]))
+        if rec.clean_accuracy is not None:
+            clean_any.setdefault(model, float(rec.clean_accuracy))
         col = _column_of(rec)
         key = (col.kind, col.attack)
         if key not in protos or col.order < protos[key].order:
             protos[key] = col
         if col.kind == "transfer":
-            transfer.setdefault((model, key), []).append(float(rec["robust_accuracy"]))
+            transfer.setdefault((model, key), []).append(float(rec.robust_accuracy))
         else:
-            values[(model, key)] = float(rec["robust_accuracy"])
+            values[(model, key)] = float(rec.robust_accuracy)
     for (model, key), accs in transfer.items():
         values[(model, key)] = float(np.mean(accs))
     clean = {**clean_any, **clean_cell}
@@ -273,8 +272,8 @@ def build_main_table(latest: list[dict[str, Any]], warn: Callable[[str], None] |
     # worst case at the seen budget(s), when more than one attack hits one
     budgets: list[tuple[str | None, float | None]] = []
     for rec in latest:
-        kind, norm, eps = threat(rec)
-        if rec.get("seen") and kind in WHITE_BOX and not any(n == norm and same_eps(e, eps) for n, e in budgets):
+        kind, norm, eps = rec.threat
+        if rec.seen and kind in WHITE_BOX and not any(n == norm and same_eps(e, eps) for n, e in budgets):
             budgets.append((norm, eps))
     worst_cols: list[Column] = []
     for norm, eps in budgets:
@@ -319,36 +318,36 @@ def build_main_table(latest: list[dict[str, Any]], warn: Callable[[str], None] |
     return Table(rows, labeled, out, caption, caption_tex, True, notes)
 
 
-def build_transfer_table(latest: list[dict[str, Any]]) -> Table:
+def build_transfer_table(latest: list[Record]) -> Table:
     """Transfer matrix: rows = source models, columns = (transfer attack, target model)."""
-    cells = [r for r in latest if attack_type(r) == "transfer"]
+    cells = [r for r in latest if r.attack_type == "transfer"]
     if not cells:
         raise UserError("no transfer cells in these records; add transfer attacks to the suite, or use --kind main")
     targets = _rows(latest)
     label_of = {r.model: r.label for r in targets}
     index_of = {r.model: i for i, r in enumerate(targets)}
-    sources = sorted(_unique(r.get("source") or "?" for r in cells),
+    sources = sorted(_unique(r.source or "?" for r in cells),
                      key=lambda s: (index_of.get(s, math.inf), str(s)))
     attacks: dict[str, Column] = {}
     for r in cells:
         c = _column_of(r)
-        if r["attack"] not in attacks or c.order < attacks[r["attack"]].order:
-            attacks[r["attack"]] = c
+        if r.attack not in attacks or c.order < attacks[r.attack].order:
+            attacks[r.attack] = c
     cols: list[Column] = []
     many = len(attacks) > 1
     for a in sorted(attacks.values(), key=lambda c: c.order):
         g = f"Transfer {norm_text(a.norm)} ε={eps_text(a.eps)}" + (f" [{a.attack}]" if many else "")
         gt = f"Transfer {norm_tex(a.norm)} {eps_tex(a.eps)}" + (f" [{tex_escape(a.attack)}]" if many else "")
         for t in targets:
-            if any(r["model"] == t.model and r["attack"] == a.attack for r in cells):
+            if any(r.model == t.model and r.attack == a.attack for r in cells):
                 cols.append(dataclasses.replace(a, target=t.model, group=g, group_tex=gt,
                                                 sub=t.label, sub_tex=tex_escape(t.label)))
     rows = [Row(s, label_of.get(s, s)) for s in sources]
     values = {}
     for r in cells:
         for c in cols:
-            if c.attack == r["attack"] and c.target == r["model"]:
-                values[(r.get("source") or "?", c)] = 100.0 * float(r["robust_accuracy"])
+            if c.attack == r.attack and c.target == r.model:
+                values[(r.source or "?", c)] = 100.0 * float(r.robust_accuracy)
     text, tex = describe(latest)
     caption = (f"Transfer attacks: accuracy (%) of the target model (columns) on adversarial examples crafted on "
                f"the source model (rows); {text}.")
