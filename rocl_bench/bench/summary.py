@@ -1,11 +1,14 @@
-"""The Markdown summary printed at the end of `rocl-bench run` (the reports module makes the paper tables)."""
+"""The Markdown summary printed at the end of `rocl-bench run` (the reports module makes the paper tables).
+
+It renders through `report.render`, the one renderer family; `report.render` imports nothing of the package."""
 from __future__ import annotations
 
 from ..record import Record
+from ..report.render import markdown
 
 
 def summary_markdown(records: list[Record]) -> str:
-    """Models × attacks, robust accuracy in percent (transfer cells averaged over sources)."""
+    """Models × attacks, robust accuracy in percent (transfer cells averaged over sources), no final newline."""
     if not records:
         return "(no cells)"
     models: dict[str, str] = {}
@@ -19,12 +22,11 @@ def summary_markdown(records: list[Record]) -> str:
         cells.setdefault((r.model, r.attack), []).append(r.robust_accuracy)
         if r.attack_type != "transfer" and r.clean_accuracy is not None:
             clean[r.model] = r.clean_accuracy
-    head = ["model", "clean acc."] + attacks
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for m, label in models.items():
         row = [label, f"{100 * clean[m]:.1f}" if m in clean else ""]
         for a in attacks:
             v = cells.get((m, a))
             row.append(f"{100 * sum(v) / len(v):.1f}" if v else "")
-        lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines)
+        rows.append(row)
+    return markdown(["model", "clean acc."] + attacks, rows).rstrip("\n")

@@ -6,15 +6,15 @@ whether the difference is more than chance. Transfer cells are left out: each ha
 """
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
 import numpy as np
-import pandas as pd
 
 from ..errors import UserError, suggest
 from ..record import Record
-from .tables import build_main_table, describe, worst_mask
+from .render import csv, markdown
+from .tables import build_main_table, describe
+from .worst import worst_mask
 
 
 @dataclass(frozen=True)
@@ -84,23 +84,20 @@ def paired_rows(latest: list[Record], a: str, b: str) -> list[PairedRow]:
 
 
 def render_paired(latest: list[Record], a: str, b: str, fmt: str = "md") -> str:
+    """The comparison as md (with a caption saying how to read it) or csv."""
+    if fmt not in ("md", "csv"):
+        raise UserError(f"--format {fmt}: compare writes md or csv")
     rows = paired_rows(latest, a, b)
     label = {r.model: r.name for r in latest}
-    frame = pd.DataFrame([{"Threat": r.threat, f"A: {label[a]} (%)": f"{r.acc_a:.1f}",
-                           f"B: {label[b]} (%)": f"{r.acc_b:.1f}", "A − B (points)": f"{r.acc_a - r.acc_b:+.1f}",
-                           "only A": r.only_a, "only B": r.only_b, "p": _p_text(r.p)} for r in rows])
+    header = ["Threat", f"A: {label[a]} (%)", f"B: {label[b]} (%)", "A − B (points)", "only A", "only B", "p"]
+    cells = [[r.threat, f"{r.acc_a:.1f}", f"{r.acc_b:.1f}", f"{r.acc_a - r.acc_b:+.1f}", r.only_a, r.only_b,
+              _p_text(r.p)] for r in rows]
     if fmt == "csv":
-        buf = io.StringIO()
-        frame.to_csv(buf, index=False)
-        return buf.getvalue()
-    if fmt != "md":
-        raise UserError(f"--format {fmt}: compare writes md or csv")
-    caption = (f"*Paired comparison on {describe(latest)[0]}: A = {label[a]}, B = {label[b]}. only A: test "
+        return csv(header, cells)
+    caption = (f"Paired comparison on {describe(latest)[0]}: A = {label[a]}, B = {label[b]}. only A: test "
                f"points A keeps and B loses (and the reverse); p: exact two-sided McNemar test on those two "
-               f"counts.*")
-    head = "| " + " | ".join(frame.columns) + " |\n|:--|" + "--:|" * (len(frame.columns) - 1) + "\n"
-    body = "".join("| " + " | ".join(str(v) for v in row) + " |\n" for row in frame.itertuples(index=False))
-    return caption + "\n\n" + head + body
+               f"counts.")
+    return markdown(header, cells, caption, "l" + "r" * (len(header) - 1))
 
 
 def _p_text(p: float) -> str:

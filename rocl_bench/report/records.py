@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import math
 
-from ..record import warn_stderr  # noqa: F401  (reports warn through it)
-
 WHITE_BOX = ("pgd", "fgsm", "cw", "apgd", "eot-pgd")
 
 

@@ -21,45 +21,18 @@ columns the target models (attacked), grouped by transfer attack; no bold (no si
 from __future__ import annotations
 
 import dataclasses
-import html
-import io
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Callable, Mapping
 
 import numpy as np
-import pandas as pd
 
 from ..errors import UserError, suggest
-from ..record import Record, decode_mask, warn_stderr
-from .records import NORM_ORDER, NORM_TEX, WHITE_BOX, eps_text, norm_text, same_eps
-
-FORMATS = ("md", "csv", "latex", "html")
-KIND_ORDER = {"clean": 0, "seen": 1, "unseen": 2, "autoattack": 3, "square": 4, "transfer": 5, "other": 6,
-              "worst": 7}
-ATYPE_ORDER = {t: i for i, t in enumerate(("pgd", "eot-pgd", "apgd", "fgsm", "cw"))}
-ATYPE_NAME = {"pgd": "PGD", "eot-pgd": "EOT-PGD", "apgd": "APGD", "fgsm": "FGSM", "cw": "CW"}
-WORST_TYPES = WHITE_BOX + ("autoattack", "square", "transfer")
-
-
-@dataclass(frozen=True)
-class Column:
-    kind: str                 # clean | seen | unseen | autoattack | square | transfer | other | worst
-    norm: str | None
-    eps: float | None
-    atype: str                # attack_spec.type (the crafted_with type is not used here)
-    attack: str | None        # attack id (None for clean and worst)
-    order: tuple = ()
-    group: str = ""
-    sub: str = ""
-    group_tex: str = ""
-    sub_tex: str = ""
-    role: str = "value"       # value | ref | diff (ref/diff only with --compare)
-    target: str | None = None  # transfer matrix only: the attacked model
-
-    @property
-    def flat(self) -> str:
-        return f"{self.group} {self.sub}".strip()
+from ..record import Record, warn_stderr
+from .columns import KIND_ORDER, Column, column_of, eps_tex, label_columns, norm_tex
+from .records import NORM_ORDER, WHITE_BOX, eps_text, norm_text, same_eps
+from .render import FORMATS, csv, html, latex, latex_grouped, markdown, tex_escape
+from .worst import group_predicate, unique, worst_case, worst_mask  # noqa: F401  (worst_mask: for callers)
 
 
 @dataclass
@@ -88,22 +61,6 @@ class Table:
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def tex_escape(text: str) -> str:
-    out = []
-    for ch in str(text):
-        out.append({"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}.get(ch, ch))
-    return "".join(out)
-
-
-def eps_tex(eps: float | None) -> str:
-    return rf"$\epsilon={eps_text(eps)}$"
-
-
-def norm_tex(norm: str | None) -> str:
-    return NORM_TEX.get(norm or "", tex_escape(str(norm)))
-
-
 def _rows(latest: list[Record]) -> list[Row]:
     seen: dict[str, Row] = {}
     for rec in latest:  # sorted by model_index already
@@ -119,124 +76,21 @@ def _rows(latest: list[Record]) -> list[Row]:
     return rows
 
 
-def _unique(values: Iterable[Any]) -> list[Any]:
-    out: list[Any] = []
-    for v in values:
-        if v is not None and v not in out:
-            out.append(v)
-    return out
-
-
 def describe(latest: list[Record]) -> tuple[str, str]:
     """Caption fragments (text, tex): dataset, architecture, number of test points, split, suite."""
-    ds = ", ".join(map(str, _unique(r.dataset for r in latest))) or "unknown dataset"
-    arch = ", ".join(map(str, _unique(r.arch for r in latest))) or "unknown architecture"
-    ns = sorted(_unique(r.n for r in latest))
+    ds = ", ".join(map(str, unique(r.dataset for r in latest))) or "unknown dataset"
+    arch = ", ".join(map(str, unique(r.arch for r in latest))) or "unknown architecture"
+    ns = sorted(unique(r.n for r in latest))
     n = (f"{ns[0]}" if len(ns) == 1 else f"{ns[0]}–{ns[-1]}") if ns else "?"
-    split = ", ".join(map(str, _unique(r.split for r in latest))) or "test"
-    suite = ", ".join(map(str, _unique(r.suite for r in latest)))
+    split = ", ".join(map(str, unique(r.split for r in latest))) or "test"
+    suite = ", ".join(map(str, unique(r.suite for r in latest)))
     text = f"{ds} ({arch}), n={n} {split} points" + (f", suite {suite}" if suite else "")
     tex = (f"{tex_escape(ds)} ({tex_escape(arch)}), $n={n.replace('–', '$--$')}$ {tex_escape(split)} points"
            + (f", suite {tex_escape(suite)}" if suite else ""))
     return text, tex
 
 
-# --------------------------------------------------------------------------------------- worst case
-Group = Callable[[Record], bool] | Mapping[str, Any]
-
-
-def _group_predicate(group: Group) -> Callable[[Record], bool]:
-    if callable(group):
-        return group
-    norm, eps = group.get("norm"), group.get("eps")
-    types = tuple(group.get("types") or WORST_TYPES)
-
-    def pred(rec: Record) -> bool:
-        kind, n, e = rec.threat
-        return kind in types and (norm is None or n == norm) and (eps is None or same_eps(e, float(eps)))
-    return pred
-
-
-def worst_case(records: Iterable[Record], group: Group) -> float | None:
-    """Fraction of points robust to EVERY cell in `group` (see worst_mask)."""
-    mask = worst_mask(records, group)
-    return None if mask is None else float(mask.mean())
-
-
-def worst_mask(records: Iterable[Record], group: Group) -> np.ndarray | None:
-    """Points robust to EVERY cell in `group` (per-point AND of the decoded robust masks).
-
-    `records` are cells of one model (e.g. its latest records); `group` is a predicate on a record or a
-    mapping {"norm": "linf", "eps": 8/255[, "types": (...)]} (default types: white-box, AutoAttack,
-    Square and transfer). Returns None when no cell is in the group. A cell without a decodable
-    `robust_mask`, cells of several models, or cells with different n raise UserError.
-    """
-    pred = _group_predicate(group)
-    cells = [r for r in records if pred(r)]
-    if not cells:
-        return None
-    models = _unique(r.model for r in cells)
-    if len(models) > 1:
-        raise UserError(f"worst case over several models ({', '.join(map(str, models))}); pass one model's cells")
-    ns = _unique(r.n for r in cells)
-    if len(ns) != 1:
-        raise UserError(f"worst case for {models[0]}: cells have different n ({ns}); they were not evaluated on "
-                        f"the same test points, re-run the suite")
-    test_sets = _unique(r.test_indices_hash for r in cells)
-    if len(test_sets) > 1:
-        raise UserError(f"worst case for {models[0]}: cells were evaluated on different test subsets "
-                        f"(test_indices_hash differs); re-run the suite so they share one")
-    n = int(ns[0])
-    acc = np.ones(n, dtype=bool)
-    for r in cells:
-        if not r.robust_mask:
-            raise UserError(f"{r.where()}: no robust_mask, needed for the worst case; re-run the evaluation")
-        try:
-            acc &= decode_mask(r.robust_mask, n)
-        except ValueError as e:
-            raise UserError(f"{r.where()}: {e}") from None
-    return acc
-
-
 # ------------------------------------------------------------------------------------------ building
-def _label_columns(cols: list[Column]) -> list[Column]:
-    out = []
-    for c in cols:
-        e, et, nt, nx = eps_text(c.eps), eps_tex(c.eps), norm_text(c.norm), norm_tex(c.norm)
-        suffix = "" if c.atype == "pgd" else " " + ATYPE_NAME.get(c.atype, c.atype.upper())
-        if c.kind == "clean":
-            g, s, gt, st = "Clean", "", "Clean", ""
-        elif c.kind in ("seen", "unseen"):
-            g = f"{'Seen' if c.kind == 'seen' else 'Unseen'} {nt}"
-            gt = f"{'Seen' if c.kind == 'seen' else 'Unseen'} {nx}"
-            s, st = f"ε={e}{suffix}", f"{et}{suffix}"
-        elif c.kind in ("autoattack", "square", "transfer", "worst"):
-            name = {"autoattack": "AutoAttack", "square": "Square", "transfer": "Transfer", "worst": "Worst"}[c.kind]
-            g, gt, s, st = f"{name} {nt}", f"{name} {nx}", f"ε={e}", et
-        else:
-            g, gt, s, st = "Other", "Other", str(c.attack), tex_escape(str(c.attack))
-        out.append(dataclasses.replace(c, group=g, sub=s, group_tex=gt, sub_tex=st))
-    seen: dict[tuple[str, str], int] = {}
-    for c in out:
-        seen[(c.group, c.sub)] = seen.get((c.group, c.sub), 0) + 1
-    return [dataclasses.replace(c, sub=f"{c.sub} [{c.attack}]", sub_tex=f"{c.sub_tex} [{tex_escape(c.attack)}]")
-            if seen[(c.group, c.sub)] > 1 and c.attack else c for c in out]
-
-
-def _column_of(rec: Record) -> Column:
-    kind, norm, eps = rec.threat
-    if kind in WHITE_BOX:
-        k = "seen" if rec.seen else "unseen"
-    elif kind in ("autoattack", "square", "transfer"):
-        k = kind
-    else:
-        k = "other"
-    idx = rec.attack_index if rec.attack_index is not None else math.inf
-    order = (KIND_ORDER[k], NORM_ORDER.get(norm or "", 9), eps if eps is not None else math.inf,
-             ATYPE_ORDER.get(kind, 9), idx, rec.attack)
-    return Column(k, norm, eps, kind, rec.attack, order)
-
-
 def build_main_table(latest: list[Record], warn: Callable[[str], None] | None = None) -> Table:
     """The main table from the latest record of each cell (see the module docstring for the layout)."""
     warn = warn or warn_stderr
@@ -257,7 +111,7 @@ def build_main_table(latest: list[Record], warn: Callable[[str], None] | None = 
             continue
         if rec.clean_accuracy is not None:
             clean_any.setdefault(model, float(rec.clean_accuracy))
-        col = _column_of(rec)
+        col = column_of(rec)
         key = (col.kind, col.attack)
         if key not in protos or col.order < protos[key].order:
             protos[key] = col
@@ -278,7 +132,7 @@ def build_main_table(latest: list[Record], warn: Callable[[str], None] | None = 
     worst_cols: list[Column] = []
     for norm, eps in budgets:
         group = {"norm": norm, "eps": eps}
-        pred = _group_predicate(group)
+        pred = group_predicate(group)
         if not any(sum(1 for r in recs if pred(r)) > 1 for recs in by_model.values()):
             continue
         col = Column("worst", norm, eps, "worst", None, (KIND_ORDER["worst"], NORM_ORDER.get(norm or "", 9), eps))
@@ -292,7 +146,7 @@ def build_main_table(latest: list[Record], warn: Callable[[str], None] | None = 
             if acc is not None:
                 values[(model, ("worst", f"{norm}:{eps}"))] = acc
     cols = sorted(protos.values(), key=lambda c: c.order)
-    labeled = _label_columns([clean_col] + cols + worst_cols)
+    labeled = label_columns([clean_col] + cols + worst_cols)
     out: dict[tuple[str, Column], float] = {}
     for c in labeled:
         for r in rows:
@@ -326,11 +180,11 @@ def build_transfer_table(latest: list[Record]) -> Table:
     targets = _rows(latest)
     label_of = {r.model: r.label for r in targets}
     index_of = {r.model: i for i, r in enumerate(targets)}
-    sources = sorted(_unique(r.source or "?" for r in cells),
+    sources = sorted(unique(r.source or "?" for r in cells),
                      key=lambda s: (index_of.get(s, math.inf), str(s)))
     attacks: dict[str, Column] = {}
     for r in cells:
-        c = _column_of(r)
+        c = column_of(r)
         if r.attack not in attacks or c.order < attacks[r.attack].order:
             attacks[r.attack] = c
     cols: list[Column] = []
@@ -471,68 +325,20 @@ def _cells(table: Table, fmt: str) -> list[list[str]]:
 
 
 def render(table: Table, fmt: str) -> str:
+    """The table as md, csv, latex (booktabs, two-level header) or html (see report/render.py)."""
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
-    cells = _cells(table, fmt)
+    cells, labels = _cells(table, fmt), [r.label for r in table.rows]
     if fmt == "md":
-        def esc(s: str) -> str:
-            return s.replace("|", r"\|")
-        head = [esc(table.corner)] + [esc(c.flat) for c in table.columns]
-        lines = [f"*{esc(table.caption)}*", "", "| " + " | ".join(head) + " |",
-                 "|:--" + "".join("|--:" for _ in table.columns) + "|"]
-        for r, line in zip(table.rows, cells):
-            lines.append("| " + " | ".join([esc(r.label)] + line) + " |")
-        return "\n".join(lines) + "\n"
+        return markdown([table.corner] + [c.flat for c in table.columns],
+                        [[label] + line for label, line in zip(labels, cells)], table.caption,
+                        "l" + "r" * len(table.columns))
     if fmt == "csv":
-        flat = pd.DataFrame(cells, columns=[c.flat for c in table.columns])
-        flat.insert(0, "label", [r.label for r in table.rows])
-        flat.insert(0, "model", [r.model for r in table.rows])
-        buf = io.StringIO()
-        flat.to_csv(buf, index=False, lineterminator="\n")
-        return buf.getvalue()
+        return csv(["model", "label"] + [c.flat for c in table.columns],
+                   [[r.model, r.label] + line for r, line in zip(table.rows, cells)])
     if fmt == "latex":
-        columns = pd.MultiIndex.from_tuples([(c.group_tex, c.sub_tex) for c in table.columns])
-        df = pd.DataFrame(cells, index=[r.label for r in table.rows], columns=columns)
-        styler = df.style.format_index(escape="latex", axis=0)
-        body = styler.to_latex(hrules=True, multicol_align="c", caption=table.caption_tex, position="htbp",
-                               position_float="centering", column_format="l" + "r" * len(table.columns),
-                               label=table.label)
-        return _latex_polish(body, table.columns)
-    columns = pd.MultiIndex.from_tuples([(c.group, c.sub) for c in table.columns])
-    df = pd.DataFrame(cells, index=[r.label for r in table.rows], columns=columns)
-    styler = (df.style.format_index(escape="html", axis=0).format_index(escape="html", axis=1)
-              .set_caption(html.escape(table.caption))
-              .set_table_attributes('class="rocl-bench" border="1" style="border-collapse: collapse"'))
-    return styler.to_html()
-
-
-LATEX_NEEDS = r"\usepackage{booktabs} and \usepackage{graphicx}"
-
-
-def _latex_polish(body: str, columns: list[Column]) -> str:
-    """booktabs \\cmidrule under each group header, a smaller font, and shrink-to-fit (never enlarge): a wide
-    tabular is scaled down to \\linewidth with graphicx's \\resizebox, a narrow one keeps its natural size."""
-    spans, start = [], 0
-    for j in range(1, len(columns) + 1):
-        if j == len(columns) or columns[j].group_tex != columns[start].group_tex:
-            if any(c.sub_tex for c in columns[start:j]):  # a group with sub-headers (plain Clean has none)
-                spans.append(rf"\cmidrule(lr){{{start + 2}-{j + 1}}}")
-            start = j
-    out = [f"% rocl-bench table: needs {LATEX_NEEDS} in the preamble"]
-    after_top = False
-    for line in body.splitlines():
-        if line.startswith(r"\begin{tabular}"):
-            out.append(r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%")
-        out.append(line)
-        if line.startswith(r"\end{tabular}"):
-            out[-1] += "%"
-            out.append("}")
-        if line.strip() == r"\centering":
-            out += [r"\small", r"\setlength{\tabcolsep}{4pt}"]
-        if line.strip() == r"\toprule":
-            after_top = True
-        elif after_top:
-            after_top = False
-            if spans:
-                out.append(" ".join(spans))
-    return "\n".join(out) + "\n"
+        header = [(c.group_tex, c.sub_tex) for c in table.columns]
+        body = latex(header, cells, table.caption_tex, table.label, index=labels,
+                     column_format="l" + "r" * len(table.columns), header_tex=True)
+        return latex_grouped(body, header)
+    return html([(c.group, c.sub) for c in table.columns], cells, labels, table.caption)

@@ -1,0 +1,85 @@
+"""The columns of the main table: which threat model a record's cell belongs to, its order and its headers.
+
+A column is a (kind, norm, ε, attack type) with text and TeX headers; `column_of` files a record under one,
+`label_columns` writes the headers (and tells apart two attacks that land on the same one).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from ..record import Record
+from .records import NORM_ORDER, NORM_TEX, WHITE_BOX, eps_text, norm_text
+from .render import tex_escape
+
+KIND_ORDER = {"clean": 0, "seen": 1, "unseen": 2, "autoattack": 3, "square": 4, "transfer": 5, "other": 6,
+              "worst": 7}
+ATYPE_ORDER = {t: i for i, t in enumerate(("pgd", "eot-pgd", "apgd", "fgsm", "cw"))}
+ATYPE_NAME = {"pgd": "PGD", "eot-pgd": "EOT-PGD", "apgd": "APGD", "fgsm": "FGSM", "cw": "CW"}
+
+
+@dataclass(frozen=True)
+class Column:
+    kind: str                 # clean | seen | unseen | autoattack | square | transfer | other | worst
+    norm: str | None
+    eps: float | None
+    atype: str                # attack_spec.type (the crafted_with type is not used here)
+    attack: str | None        # attack id (None for clean and worst)
+    order: tuple = ()
+    group: str = ""
+    sub: str = ""
+    group_tex: str = ""
+    sub_tex: str = ""
+    role: str = "value"       # value | ref | diff (ref/diff only with --compare)
+    target: str | None = None  # transfer matrix only: the attacked model
+
+    @property
+    def flat(self) -> str:
+        return f"{self.group} {self.sub}".strip()
+
+
+def eps_tex(eps: float | None) -> str:
+    return rf"$\epsilon={eps_text(eps)}$"
+
+
+def norm_tex(norm: str | None) -> str:
+    return NORM_TEX.get(norm or "", tex_escape(str(norm)))
+
+
+def label_columns(cols: list[Column]) -> list[Column]:
+    out = []
+    for c in cols:
+        e, et, nt, nx = eps_text(c.eps), eps_tex(c.eps), norm_text(c.norm), norm_tex(c.norm)
+        suffix = "" if c.atype == "pgd" else " " + ATYPE_NAME.get(c.atype, c.atype.upper())
+        if c.kind == "clean":
+            g, s, gt, st = "Clean", "", "Clean", ""
+        elif c.kind in ("seen", "unseen"):
+            g = f"{'Seen' if c.kind == 'seen' else 'Unseen'} {nt}"
+            gt = f"{'Seen' if c.kind == 'seen' else 'Unseen'} {nx}"
+            s, st = f"ε={e}{suffix}", f"{et}{suffix}"
+        elif c.kind in ("autoattack", "square", "transfer", "worst"):
+            name = {"autoattack": "AutoAttack", "square": "Square", "transfer": "Transfer", "worst": "Worst"}[c.kind]
+            g, gt, s, st = f"{name} {nt}", f"{name} {nx}", f"ε={e}", et
+        else:
+            g, gt, s, st = "Other", "Other", str(c.attack), tex_escape(str(c.attack))
+        out.append(dataclasses.replace(c, group=g, sub=s, group_tex=gt, sub_tex=st))
+    seen: dict[tuple[str, str], int] = {}
+    for c in out:
+        seen[(c.group, c.sub)] = seen.get((c.group, c.sub), 0) + 1
+    return [dataclasses.replace(c, sub=f"{c.sub} [{c.attack}]", sub_tex=f"{c.sub_tex} [{tex_escape(c.attack)}]")
+            if seen[(c.group, c.sub)] > 1 and c.attack else c for c in out]
+
+
+def column_of(rec: Record) -> Column:
+    kind, norm, eps = rec.threat
+    if kind in WHITE_BOX:
+        k = "seen" if rec.seen else "unseen"
+    elif kind in ("autoattack", "square", "transfer"):
+        k = kind
+    else:
+        k = "other"
+    idx = rec.attack_index if rec.attack_index is not None else math.inf
+    order = (KIND_ORDER[k], NORM_ORDER.get(norm or "", 9), eps if eps is not None else math.inf,
+             ATYPE_ORDER.get(kind, 9), idx, rec.attack)
+    return Column(k, norm, eps, kind, rec.attack, order)
