@@ -1,4 +1,4 @@
-"""The one renderer family (report/render.py): what tables, paired comparisons, analysis and the run summary
+"""The one renderer family (rocl_bench/render.py): what tables, paired comparisons, analysis and the run summary
 write goes through it, and the committed reports come out byte for byte."""
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 from rocl_bench.analysis.run import render_analysis
 from rocl_bench.bench.summary import summary_markdown
 from rocl_bench.record import Record, load
-from rocl_bench.report import render, tables
+from rocl_bench import render
+from rocl_bench.report import tables
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 SUITES = ["ci", "mnist", "cifar10_jpeg_small"]

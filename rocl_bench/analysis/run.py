@@ -13,7 +13,7 @@ from ..data import dataset_info, epoch_batches, load_dataset
 from ..data.augment import AugmentSpec, augment
 from ..errors import UserError
 from ..models.loading import classifier_from_checkpoint
-from ..report.render import csv, latex, markdown, tex_escape
+from ..render import csv, latex, markdown, tex_escape
 from ..train import load_checkpoint
 from ..train.checkpoint import atomic_write_bytes
 from .metrics import alignment, class_margin, false_negative_fraction, relative_change, uniformity

@@ -1,10 +1,10 @@
 """The Markdown summary printed at the end of `rocl-bench run` (the reports module makes the paper tables).
 
-It renders through `report.render`, the one renderer family; `report.render` imports nothing of the package."""
+It renders through `rocl_bench.render`, the one renderer family (which imports nothing of the package)."""
 from __future__ import annotations
 
 from ..record import Record
-from ..report.render import markdown
+from ..render import markdown
 
 
 def summary_markdown(records: list[Record]) -> str:

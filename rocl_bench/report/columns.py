@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from ..record import Record
 from .records import NORM_ORDER, NORM_TEX, WHITE_BOX, eps_text, norm_text
-from .render import tex_escape
+from ..render import tex_escape
 
 KIND_ORDER = {"clean": 0, "seen": 1, "unseen": 2, "autoattack": 3, "square": 4, "transfer": 5, "other": 6,
               "worst": 7}

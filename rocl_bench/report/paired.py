@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import UserError, suggest
 from ..record import Record
-from .render import csv, markdown
+from ..render import csv, markdown
 from .tables import build_main_table, describe
 from .worst import worst_mask
 

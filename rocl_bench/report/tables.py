@@ -31,7 +31,7 @@ from ..errors import UserError, suggest
 from ..record import Record, warn_stderr
 from .columns import KIND_ORDER, Column, column_of, eps_tex, label_columns, norm_tex
 from .records import NORM_ORDER, WHITE_BOX, eps_text, norm_text, same_eps
-from .render import FORMATS, csv, html, latex, latex_grouped, markdown, tex_escape
+from ..render import FORMATS, csv, html, latex, latex_grouped, markdown, tex_escape
 from .worst import group_predicate, unique, worst_case, worst_mask  # noqa: F401  (worst_mask: for callers)
 
 

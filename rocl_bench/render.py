@@ -4,6 +4,8 @@ The robustness tables (`report/tables.py`), the paired comparison (`report/paire
 analysis (`analysis/run.py`) and the run summary (`bench/summary.py`) all lay out and escape their text here,
 so a rule (what a pipe becomes in Markdown, a percent sign in LaTeX) is written once. Callers format their
 numbers themselves (how many decimals is a property of the quantity, not of the format) and pass the cells in.
+It sits at the package's top and imports nothing of it, so `bench` and `analysis` use it without importing
+the reports, which sit downstream of them.
 """
 from __future__ import annotations
 
