@@ -40,14 +40,17 @@ class Column:
 
 
 def eps_tex(eps: float | None) -> str:
+    """ε in TeX math, with eps_text's k/255 form."""
     return rf"$\epsilon={eps_text(eps)}$"
 
 
 def norm_tex(norm: str | None) -> str:
+    """The norm as a TeX ℓ_p symbol, else its escaped name."""
     return NORM_TEX.get(norm or "", tex_escape(str(norm)))
 
 
 def label_columns(cols: list[Column]) -> list[Column]:
+    """The columns with their text and TeX headers; two attacks on one header get their ids in brackets."""
     out = []
     for c in cols:
         e, et, nt, nx = eps_text(c.eps), eps_tex(c.eps), norm_text(c.norm), norm_tex(c.norm)
@@ -72,6 +75,7 @@ def label_columns(cols: list[Column]) -> list[Column]:
 
 
 def column_of(rec: Record) -> Column:
+    """The (unlabelled) main-table column a record's cell belongs to, with its sort key."""
     kind, norm, eps = rec.threat
     if kind in WHITE_BOX:
         k = "seen" if rec.seen else "unseen"

@@ -18,6 +18,7 @@ Group = Callable[[Record], bool] | Mapping[str, Any]
 
 
 def group_predicate(group: Group) -> Callable[[Record], bool]:
+    """A group as a predicate: given as one, or as {"norm", "eps"[, "types"]} (see worst_mask)."""
     if callable(group):
         return group
     norm, eps = group.get("norm"), group.get("eps")
@@ -71,6 +72,7 @@ def worst_mask(records: Iterable[Record], group: Group) -> np.ndarray | None:
 
 
 def unique(values: Iterable[Any]) -> list[Any]:
+    """The distinct non-None values in first-seen order."""
     out: list[Any] = []
     for v in values:
         if v is not None and v not in out:
