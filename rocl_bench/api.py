@@ -22,7 +22,7 @@ def evaluate(model: nn.Module, attacks: Mapping[str, Any], data: str | tuple[tor
     from .attacks.evaluate import evaluate as run_attack
     from .attacks import build_attack
     from .data import load_dataset
-    from .report.records import encode_mask
+    from .record import encode_mask
     from .runtime import fast_cpu_math, resolve_device
 
     fast_cpu_math()

@@ -17,7 +17,7 @@ from rocl_bench.attacks import ATTACKS, Attack, Family, build_attack, family_of
 from rocl_bench.attacks.base import register_attack
 from rocl_bench.bench.sanity import cell_warnings
 from rocl_bench.errors import UserError
-from rocl_bench.report.records import encode_mask
+from rocl_bench.record import Record, encode_mask
 from rocl_bench.report.tables import build_main_table, worst_mask
 
 
@@ -59,15 +59,15 @@ def registered() -> Iterator[None]:
 N = 8
 
 
-def _rec(attack: str, spec: dict, robust: list[int], index: int, seen: bool = False, **extra) -> dict:
+def _rec(attack: str, spec: dict, robust: list[int], index: int, seen: bool = False, **extra) -> Record:
     mask = np.zeros(N, dtype=bool)
     mask[robust] = True
-    return {"model": "m", "model_index": 0, "label": "M", "attack": attack, "attack_index": index,
-            "attack_spec": spec, "seen": seen, "n": N, "clean_accuracy": 1.0, "robust_accuracy": mask.mean(),
-            "robust_mask": encode_mask(mask), "source": None, **extra}
+    return Record.make(model="m", model_index=0, label="M", attack=attack, attack_index=index, attack_spec=spec,
+                       seen=seen, n=N, clean_accuracy=1.0, robust_accuracy=float(mask.mean()),
+                       robust_mask=encode_mask(mask), source=None, **extra)
 
 
-def _records() -> list[dict]:
+def _records() -> list[Record]:
     return [
         _rec("clean", {"type": "clean"}, list(range(N)), 0),
         _rec("pgd", {"type": "pgd", "norm": "linf", "eps": 0.1}, [0, 1, 2, 3, 4, 5], 1, seen=True),

@@ -311,7 +311,7 @@ def _worker_run(out: Path) -> dict:
         cls.run_with_flags = counted
     records = run_suite(out / "suite.yaml", out=str(out / "dist"), progress=False, log=quiet)
     keep = ("model", "attack", "source", "clean_mask", "robust_mask", "clean_accuracy", "robust_accuracy", "flags")
-    calls["returned"] = [{k: r[k] for k in keep} for r in records]
+    calls["returned"] = [{k: r.to_dict()[k] for k in keep} for r in records]
     if dist.is_main():                   # a live process holds the lock: rank 0 refuses, and so must rank 1
         (out / "dist" / ".lock").write_text(str(os.getppid()))
     dist.barrier()

@@ -28,7 +28,7 @@ attacks:
 def _run(suite, out):
     logs: list[str] = []
     records = run_suite(suite, out=str(out), progress=False, log=logs.append)
-    return records, logs
+    return [r.to_dict() for r in records], logs
 
 
 def _trained(logs):

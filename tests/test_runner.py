@@ -10,7 +10,7 @@ import torch
 import rocl_bench
 from rocl_bench.bench.runner import run_suite
 from rocl_bench.errors import UserError
-from rocl_bench.report.records import decode_mask
+from rocl_bench.record import SCHEMA, decode_mask
 
 SUITE = """
 name: tiny
@@ -37,7 +37,7 @@ REQUIRED = ("suite", "model", "method", "dataset", "split", "n", "attack", "atta
 def first_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("suite")
     (root / "tiny.yaml").write_text(SUITE)
-    records = run_suite(root / "tiny.yaml", out=str(root / "out"), **QUIET)
+    records = [r.to_dict() for r in run_suite(root / "tiny.yaml", out=str(root / "out"), **QUIET)]
     return root, records
 
 
@@ -49,7 +49,7 @@ def test_records_hold_every_cell_with_provenance(first_run):
     for rec in map(json.loads, lines):
         for key in REQUIRED:
             assert key in rec, key
-        assert rec["n"] == 120 and rec["dataset"] == "digits"
+        assert rec["n"] == 120 and rec["dataset"] == "digits" and rec["schema"] == SCHEMA
         assert 0 <= rec["robust_accuracy"] <= rec["clean_accuracy"] <= 1
         for lib in ("torch", "torchattacks", "pyautoattack", "rocl_bench"):
             assert lib in rec["versions"]
@@ -79,7 +79,7 @@ def test_rerun_reuses_every_cell_and_model(first_run):
     before = (root / "out" / "records.jsonl").read_bytes()
     again = run_suite(root / "tiny.yaml", out=str(root / "out"), **QUIET)
     assert (root / "out" / "records.jsonl").read_bytes() == before
-    assert [r["config_hash"] for r in again] == [r["config_hash"] for r in records]
+    assert [r.to_dict() for r in again] == records              # the reused cells, read back from the file
 
 
 def test_changed_attack_reruns_only_its_cells(first_run, tmp_path):
@@ -150,7 +150,7 @@ def test_lock_refuses_a_second_writer_and_takes_over_a_stale_one(first_run):
 def test_only_and_limit_select_models_and_points(first_run, tmp_path):
     root, _ = first_run
     recs = run_suite(root / "tiny.yaml", out=str(tmp_path / "o"), only=["standard"], limit=60, **QUIET)
-    assert {r["model"] for r in recs} == {"standard"} and all(r["n"] == 60 for r in recs)
+    assert {r.model for r in recs} == {"standard"} and all(r.n == 60 for r in recs)
     with pytest.raises(UserError, match="did you mean 'madry'"):
         run_suite(root / "tiny.yaml", out=str(tmp_path / "o"), only=["madri"], **QUIET)
 
@@ -179,7 +179,7 @@ def test_factory_model_in_a_suite(tmp_path):
         recs = run_suite(tmp_path / "s.yaml", out=str(tmp_path / "o"), **QUIET)
     finally:
         sys.path.remove(str(tmp_path))
-    assert recs[0]["model"] == "mine" and recs[0]["n"] == 40
+    assert recs[0].model == "mine" and recs[0].n == 40
 
 
 def test_cli_run_prints_the_plan_and_a_summary(first_run):

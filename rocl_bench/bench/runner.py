@@ -21,11 +21,11 @@ from ..data import dataset_info, load_dataset, stratified_subset
 from ..errors import UserError, suggest
 from ..methods import METHODS
 from ..models.smoothing import SmoothedClassifier
-from ..report.records import encode_mask, load_records
+from ..record import RECORDS_FILE, Record, append, encode_mask, load
 from ..runtime import eval_mode, fast_cpu_math, forked_rng, resolve_device
 from ..train.checkpoint import atomic_write_bytes
 from .models import ReadyModel, prepare_models
-from .records import RECORDS, ResultsLock, append_record, git_commit, peak_memory_mb, timestamp, versions
+from .provenance import ResultsLock, git_commit, peak_memory_mb, timestamp, versions
 from .sanity import cell_warnings
 from .suite import AttackEntry, Suite, load_suite, results_folder
 
@@ -144,10 +144,10 @@ class Runner:
     def __init__(self, suite: Suite, out: Path, device: torch.device, progress: bool,
                  log: Callable[[str], None]) -> None:
         self.suite, self.out, self.device, self.progress, self.log = suite, out, device, progress, log
-        self.records_path = out / RECORDS
-        self.done: dict[str, dict[str, Any]] = {}       # config hash -> record (this folder, any run)
+        self.records_path = out / RECORDS_FILE
+        self.done: dict[str, Record] = {}               # config hash -> record (this folder, any run)
         self.current: list[str] = []                     # this run's cells, in suite order
-        self.new: list[dict[str, Any]] = []
+        self.new: list[Record] = []
 
     def load_test_set(self) -> None:
         d = self.suite.data
@@ -181,19 +181,21 @@ class Runner:
                             "seed": self.suite.seed, "smoothing": dataclasses.asdict(self.suite.models[m.name].smoothing)
                             if self.suite.models[m.name].smoothing else None})
 
-    def finish(self, rec: dict[str, Any], result: EvalResult, seconds: float) -> None:
-        rec.update({"clean_accuracy": result.clean_accuracy, "robust_accuracy": result.robust_accuracy,
-                    "robust_mask": encode_mask(result.robust.cpu().numpy()),
-                    "clean_mask": encode_mask(result.clean_correct.cpu().numpy()),
-                    "seconds": round(seconds, 3), "peak_memory_mb": round(peak_memory_mb(self.device.type), 1),
-                    "timestamp": timestamp(), "flags": result.flags})
-        rec["warnings"] = cell_warnings(rec, [self.done[h] for h in self.current])
-        for warning in rec["warnings"]:
-            self.log(f"  warning: {rec['model']} / {rec['attack']}: {warning}")
+    def finish(self, fields: dict[str, Any], result: EvalResult, seconds: float) -> None:
+        """Make the cell's Record (validated as a reader would), add its alarms, append it to the file."""
+        fields.update({"clean_accuracy": result.clean_accuracy, "robust_accuracy": result.robust_accuracy,
+                       "robust_mask": encode_mask(result.robust.cpu().numpy()),
+                       "clean_mask": encode_mask(result.clean_correct.cpu().numpy()),
+                       "seconds": round(seconds, 3), "peak_memory_mb": round(peak_memory_mb(self.device.type), 1),
+                       "timestamp": timestamp(), "flags": list(result.flags)})
+        rec = Record.make(**fields)
+        rec = dataclasses.replace(rec, warnings=tuple(cell_warnings(rec, [self.done[h] for h in self.current])))
+        for warning in rec.warnings:
+            self.log(f"  warning: {rec.model} / {rec.attack}: {warning}")
         if dist.is_main():                  # under torchrun every rank holds the record, rank 0 writes it
-            append_record(self.records_path, rec)
-        self.done[rec["config_hash"]] = rec
-        self.current.append(rec["config_hash"])
+            append(self.out, rec)
+        self.done[fields["config_hash"]] = rec
+        self.current.append(fields["config_hash"])
         self.new.append(rec)
 
     def _start_cell(self) -> float:
@@ -284,7 +286,7 @@ class Runner:
 
 def run_suite(path: str | Path, out: str | None = None, device: str | None = None, limit: int | None = None,
               only: list[str] | None = None, data_root: str | None = None, progress: bool = True,
-              log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+              log: Callable[[str], None] = print) -> list[Record]:
     """Run a suite; return the records of this suite's cells (new and reused), in suite order."""
     fast_cpu_math()
     suite = _limited(load_suite(path, data_root), limit)
@@ -309,9 +311,7 @@ def run_suite(path: str | Path, out: str | None = None, device: str | None = Non
             stack.enter_context(ResultsLock(folder))
 
         dist.on_main(lock)              # rank 0 holds the results lock
-        runner.done = dist.on_main(lambda: {rec.get("config_hash", ""): rec for rec in
-                                            load_records(folder, allow_empty=True).records}
-                                   if runner.records_path.exists() else {})
+        runner.done = dist.on_main(lambda: finished_cells(folder, log) if runner.records_path.exists() else {})
         try:
             runner.load_test_set()
             models = prepare_models(suite, folder, dev, names, progress, log)
@@ -330,6 +330,20 @@ def run_suite(path: str | Path, out: str | None = None, device: str | None = Non
                 "rerun the same command to resume")
             raise
     return [runner.done[h] for h in runner.current]
+
+
+def finished_cells(folder: Path, log: Callable[[str], None]) -> dict[str, Record]:
+    """The cells already in records.jsonl, by config hash. A line that fails validation is reported (by `load`)
+    and its cell run again; so is a record without the config hash or clean accuracy that reuse needs. The bad
+    line stays in the file; the new record, later in the file, wins."""
+    done = {}
+    for rec in load(folder, allow_empty=True).all:
+        if rec.config_hash is None or rec.clean_accuracy is None:
+            log(f"  warning: {folder / RECORDS_FILE}:{rec.line}: cannot be reused (no config_hash or "
+                f"clean_accuracy); that cell is run again")
+            continue
+        done[rec.config_hash] = rec
+    return done
 
 
 def _silent(line: str) -> None:

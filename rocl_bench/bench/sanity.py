@@ -11,67 +11,64 @@ suite may list the larger budget, or the black-box attack, first):
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Iterable
 
 from ..attacks import Family, family_of
+from ..record import Record
 
 BEATS_WHITE_BOX = (Family.BLACK_BOX, Family.TRANSFER)     # families that must not beat a white-box attack
 ONE_BUDGET = (Family.CLEAN, Family.TRANSFER)                # no "rises with eps" check across their cells
 
 
-def _kind(rec: dict[str, Any]) -> str | None:
-    spec = rec.get("attack_spec")
-    return spec.get("type") if isinstance(spec, dict) else None
+def _kind(rec: Record) -> str | None:
+    return rec.attack_spec.get("type")
 
 
-def _budget(rec: dict[str, Any]) -> tuple[str | None, float | None]:
-    spec = rec.get("attack_spec") if isinstance(rec.get("attack_spec"), dict) else {}
-    inner = spec.get("crafted_with", spec) if isinstance(spec.get("crafted_with", spec), dict) else spec
-    norm = inner.get("norm")
-    eps = inner.get("eps")
-    eps = float(eps) if isinstance(eps, (int, float)) and not isinstance(eps, bool) else None
-    return (norm.lower() if isinstance(norm, str) else None), eps
+def _budget(rec: Record) -> tuple[str | None, float | None]:
+    _, norm, eps = rec.threat
+    return norm, eps
 
 
 def _same(a: float, b: float) -> bool:
     return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
 
 
-def cell_warnings(rec: dict[str, Any], earlier: Iterable[dict[str, Any]], slack: float = 0.01) -> list[str]:
+def cell_warnings(rec: Record, earlier: Iterable[Record], slack: float = 0.01) -> list[str]:
     """Alarms for `rec` given the finished cells of this run (only those of the same model count)."""
     out: list[str] = []
     kind = _kind(rec)
     norm, eps = _budget(rec)
     clean_differs: list[str] = []
     for prev in earlier:
-        if prev.get("model") != rec.get("model") or prev is rec:
+        if prev.model != rec.model or prev is rec:
             continue
         p_kind = _kind(prev)
         p_norm, p_eps = _budget(prev)
         if Family.TRANSFER not in (family_of(kind), family_of(p_kind)) \
-                and abs(prev["clean_accuracy"] - rec["clean_accuracy"]) > 1e-9:
-            clean_differs.append(f"{prev['attack']}: {prev['clean_accuracy']:.4f}")
+                and prev.clean_accuracy is not None and rec.clean_accuracy is not None \
+                and abs(prev.clean_accuracy - rec.clean_accuracy) > 1e-9:
+            clean_differs.append(f"{prev.attack}: {prev.clean_accuracy:.4f}")
         if eps is None or p_eps is None or norm is None or norm != p_norm:
             continue
         if kind == p_kind and kind is not None and family_of(kind) not in ONE_BUDGET and not _same(eps, p_eps):
             small, large = (prev, rec) if p_eps < eps else (rec, prev)
-            if large["robust_accuracy"] > small["robust_accuracy"] + slack:
+            if large.robust_accuracy > small.robust_accuracy + slack:
                 s_eps, l_eps = min(eps, p_eps), max(eps, p_eps)
-                out.append(f"robust accuracy rises with eps for {norm} ({small['attack']} eps={s_eps:g}: "
-                           f"{small['robust_accuracy']:.1%} < {large['attack']} eps={l_eps:g}: "
-                           f"{large['robust_accuracy']:.1%}); possible gradient masking")
+                out.append(f"robust accuracy rises with eps for {norm} ({small.attack} eps={s_eps:g}: "
+                           f"{small.robust_accuracy:.1%} < {large.attack} eps={l_eps:g}: "
+                           f"{large.robust_accuracy:.1%}); possible gradient masking")
         if _same(eps, p_eps):
             fam, p_fam = family_of(kind), family_of(p_kind)
             pair = (rec, prev) if fam in BEATS_WHITE_BOX and p_fam is Family.WHITE_BOX else \
                 (prev, rec) if p_fam in BEATS_WHITE_BOX and fam is Family.WHITE_BOX else None
-            if pair and pair[0]["robust_accuracy"] < pair[1]["robust_accuracy"] - slack:
+            if pair and pair[0].robust_accuracy < pair[1].robust_accuracy - slack:
                 black, white = pair
-                out.append(f"black-box {black['attack']} beats white-box {white['attack']} at {norm} eps={eps:g} "
-                           f"({black['robust_accuracy']:.1%} < {white['robust_accuracy']:.1%}); "
+                out.append(f"black-box {black.attack} beats white-box {white.attack} at {norm} eps={eps:g} "
+                           f"({black.robust_accuracy:.1%} < {white.robust_accuracy:.1%}); "
                            "possible gradient masking")
     if clean_differs:
-        out.insert(0, f"clean accuracy differs between cells of one model ({rec['attack']}: "
-                      f"{rec['clean_accuracy']:.4f}; {', '.join(clean_differs)}); the model may be randomized")
-    if rec.get("flags"):
-        out.append("pyautoattack flagged this model: " + "; ".join(rec["flags"]))
+        out.insert(0, f"clean accuracy differs between cells of one model ({rec.attack}: "
+                      f"{rec.clean_accuracy:.4f}; {', '.join(clean_differs)}); the model may be randomized")
+    if rec.flags:
+        out.append("pyautoattack flagged this model: " + "; ".join(rec.flags))
     return out

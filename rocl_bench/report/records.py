@@ -1,186 +1,12 @@
-"""Read evaluation records (`records.jsonl`), keep the latest record per cell, and (de)code robust masks.
+"""How reports name what a record holds: threat-model text (ε, norms) and budget matching.
 
-One JSON object per line, written by the evaluation runner. A line that is not a JSON object with the
-fields a report needs is reported on stderr with its line number and skipped, never dropped silently.
-When a suite was re-run, several records can exist for the same (model, attack, source) cell: the LAST
-one in the file wins.
+Reading records.jsonl, the latest record per cell and the masks live in `rocl_bench.record`; this module only
+turns a record's fields into the words of a table.
 """
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import math
-import sys
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
 
-import numpy as np
-
-from ..errors import UserError
-
-RECORDS_FILE = "records.jsonl"
-REQUIRED = ("model", "attack", "robust_accuracy")
-
-# Readable method names, used only when a record has no `label`.
-METHOD_NAMES = {"standard": "Standard", "madry": "Madry AT", "trades": "TRADES", "simclr": "SimCLR",
-                "rocl": "RoCL"}
-
-Warn = Callable[[str], None]
-
-
-def warn_stderr(message: str) -> None:
-    print(f"rocl-bench: warning: {message}", file=sys.stderr)
-
-
-# --------------------------------------------------------------------------------------------- masks
-def encode_mask(mask: Any) -> str:
-    """Bool tensor/array of length n -> base64 of numpy.packbits(mask, bitorder='little')."""
-    if hasattr(mask, "detach"):  # torch tensor, without importing torch here
-        mask = mask.detach().cpu().numpy()
-    arr = np.asarray(mask).astype(bool).reshape(-1)
-    return base64.b64encode(np.packbits(arr, bitorder="little").tobytes()).decode("ascii")
-
-
-def decode_mask(text: str, n: int) -> np.ndarray:
-    """Inverse of encode_mask: a bool array of length n. Raises ValueError on a string that cannot be one."""
-    try:
-        raw = base64.b64decode(text.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError, AttributeError) as e:
-        raise ValueError(f"robust_mask is not base64 ({e})") from None
-    n = int(n)
-    if len(raw) != (n + 7) // 8:
-        raise ValueError(f"robust_mask holds {len(raw)} bytes, {(n + 7) // 8} expected for n={n}")
-    return np.unpackbits(np.frombuffer(raw, dtype=np.uint8), count=n, bitorder="little").astype(bool)
-
-
-# ------------------------------------------------------------------------------------------- records
-@dataclass
-class Records:
-    """The valid records of one file in file order (each with `_line`), and where they came from."""
-
-    path: Path
-    all: list[dict[str, Any]]
-    skipped: list[int] = field(default_factory=list)
-
-    @property
-    def records(self) -> list[dict[str, Any]]:
-        """Alias of `all` (the evaluation runner reads it under this name)."""
-        return self.all
-
-    def latest(self) -> list[dict[str, Any]]:
-        return latest_per_cell(self.all)
-
-
-def records_path(results: str | Path) -> Path:
-    """RESULTS may be a results folder (holding records.jsonl) or the path of a records file."""
-    p = Path(results)
-    if p.is_dir():
-        p = p / RECORDS_FILE
-        if not p.is_file():
-            raise UserError(f"{results}: no {RECORDS_FILE} in this folder; pass a results folder written by "
-                            f"'rocl-bench run' or the path of a records.jsonl file")
-        return p
-    if not p.exists():
-        raise UserError(f"{results}: not found; pass a results folder or a records.jsonl file")
-    return p
-
-
-def _check_record(obj: Any) -> str | None:
-    """Why this JSON value is not a usable record, or None."""
-    if not isinstance(obj, dict):
-        return f"a JSON {type(obj).__name__}, not an object"
-    missing = [k for k in REQUIRED if obj.get(k) is None]
-    if missing:
-        return f"missing field(s) {', '.join(missing)}"
-    for k in ("robust_accuracy", "clean_accuracy"):
-        v = obj.get(k)
-        if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v)
-                              or not 0.0 <= v <= 1.0):
-            return f"{k}={v!r} is not a fraction in [0, 1]"
-    spec = obj.get("attack_spec")
-    if spec is not None and not isinstance(spec, dict):
-        return "attack_spec is not an object"
-    return None
-
-
-def load_records(results: str | Path, warn: Warn | None = None, allow_empty: bool = False) -> Records:
-    """All usable records in file order. Bad lines are reported through `warn` (default: stderr) and skipped.
-
-    A file without any usable record is a UserError for reports; pass allow_empty=True to get an empty
-    Records instead (e.g. when resuming a run whose first write was cut off)."""
-    warn = warn or warn_stderr
-    path = records_path(results)
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as e:
-        raise UserError(f"{path}: cannot be read ({e.strerror or e}); check the path and its permissions") from None
-    out: list[dict[str, Any]] = []
-    skipped: list[int] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            skipped.append(number)
-            warn(f"{path}:{number}: not valid JSON ({e.msg} at column {e.colno}; truncated write?), line skipped")
-            continue
-        why = _check_record(obj)
-        if why:
-            skipped.append(number)
-            warn(f"{path}:{number}: not a usable record ({why}), line skipped")
-            continue
-        obj["_line"] = number
-        out.append(obj)
-    if not out and not allow_empty:
-        raise UserError(f"{path}: holds no usable records"
-                        + (f" ({len(skipped)} bad line(s) skipped)" if skipped else " (the file is empty)")
-                        + "; re-run the evaluation that writes it")
-    return Records(path, out, skipped)
-
-
-def cell_key(rec: Mapping[str, Any]) -> tuple[str, str, str | None]:
-    """(model, attack, source): source is only set for transfer cells."""
-    return (str(rec["model"]), str(rec["attack"]), rec.get("source") or None)
-
-
-def latest_per_cell(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """The last record of each (model, attack[, source]) cell, sorted by model_index, attack_index, source."""
-    last: dict[tuple, dict[str, Any]] = {}
-    for rec in records:
-        last[cell_key(rec)] = dict(rec)  # a later line replaces an earlier one
-    return sorted(last.values(), key=lambda r: (_index(r, "model_index"), _index(r, "attack_index"),
-                                                str(r.get("source") or "")))
-
-
-def _index(rec: Mapping[str, Any], key: str) -> float:
-    v = rec.get(key)
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.inf
-
-
-# ------------------------------------------------------------------------------------ threat models
-def attack_type(rec: Mapping[str, Any]) -> str:
-    spec = rec.get("attack_spec") or {}
-    return str(spec.get("type") or ("clean" if rec.get("attack") == "clean" else "unknown")).lower()
-
-
-def threat(rec: Mapping[str, Any]) -> tuple[str, str | None, float | None]:
-    """(attack type, norm, eps) of a record; for transfer cells norm/eps come from `crafted_with`."""
-    spec = rec.get("attack_spec") or {}
-    kind = attack_type(rec)
-    inner = spec.get("crafted_with") if kind == "transfer" and isinstance(spec.get("crafted_with"), dict) else spec
-    norm = inner.get("norm")
-    eps = inner.get("eps")
-    norm = str(norm).lower() if norm is not None else None
-    if norm in ("l_inf", "linfty", "inf"):
-        norm = "linf"
-    try:
-        eps = float(eps) if eps is not None else None
-    except (TypeError, ValueError):
-        eps = None
-    return kind, norm, eps
 
 
 def same_eps(a: float | None, b: float | None) -> bool:
@@ -188,29 +14,6 @@ def same_eps(a: float | None, b: float | None) -> bool:
     if a is None or b is None:
         return a is None and b is None
     return math.isclose(a, b, rel_tol=2e-3, abs_tol=1e-9)
-
-
-# ---------------------------------------------------------------------------------------------- names
-def model_label(rec: Mapping[str, Any]) -> str:
-    """The record's `label`, else a readable name derived from the method (see METHOD_NAMES)."""
-    label = rec.get("label")
-    if label:
-        return str(label)
-    method = str(rec.get("method") or "")
-    if method in METHOD_NAMES:
-        return METHOD_NAMES[method]
-    model = str(rec.get("model") or "").lower()
-    encoder = str(rec.get("encoder_method") or ("simclr" if "simclr" in model else "rocl" if "rocl" in model
-                                                else "")).lower()
-    base = METHOD_NAMES.get(encoder, encoder.upper() or "encoder")
-    if method == "linear":
-        return f"{base} + LE"
-    if method == "robust-linear":
-        return f"{base} + rLE"
-    if method == "finetune":
-        loss = str(rec.get("finetune_loss") or ("trades" if "trades" in model else "madry")).lower()
-        return f"{base} + {'TRADES' if loss == 'trades' else 'AT'}"
-    return str(rec.get("model"))
 
 
 def eps_text(eps: float | None) -> str:
@@ -231,4 +34,5 @@ NORM_ORDER = {"linf": 0, "l2": 1, "l1": 2}
 
 
 def norm_text(norm: str | None) -> str:
+    """ℓ∞, ℓ2, ℓ1 for the norms we know, else the name as written."""
     return NORM_TEXT.get(norm or "", str(norm))
