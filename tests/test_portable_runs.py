@@ -4,11 +4,9 @@ import shutil
 import subprocess
 import sys
 
-
 from rocl_bench.bench.runner import run_suite
 from rocl_bench.bench.suite import load_suite
-from rocl_bench.train import make_train_config, train
-from rocl_bench.train import identity_hash
+from rocl_bench.train import identity_hash, make_train_config, train
 
 SUITE = """
 name: portable
