@@ -96,17 +96,19 @@ def test_changed_attack_reruns_only_its_cells(first_run, tmp_path):
     assert not any(line.startswith("training") for line in log)
 
 
-def test_transfer_uses_only_the_source_gradients(first_run):
-    """The target is a frozen model whose forward records calls: crafting must not touch it."""
+def test_transfer_uses_only_the_source_gradients(first_run, tmp_path):
+    """The target is wrapped in a spy that logs every call it gets: the transfer cell judges with it, and
+    crafting never differentiates it; the cell it computes is the one the suite recorded."""
     _, records = first_run
     transfer = [r for r in records if r["attack_spec"]["type"] == "transfer"]
     assert {(r["source"], r["model"]) for r in transfer} == {("standard", "madry"), ("madry", "standard")}
-    from rocl_bench.bench.runner import Runner
     from rocl_bench.bench.models import ReadyModel
+    from rocl_bench.bench.runner import Runner
     from rocl_bench.bench.suite import load_suite
-    import tempfile
+    from rocl_bench.models.loading import classifier_from_checkpoint
+    from rocl_bench.train import load_checkpoint
 
-    calls = {"target": 0}
+    with_gradients: list[bool] = []
 
     class Spy(torch.nn.Module):
         def __init__(self, inner):
@@ -114,26 +116,31 @@ def test_transfer_uses_only_the_source_gradients(first_run):
             self.inner = inner
 
         def forward(self, x):
-            calls["target"] += 1
-            assert not torch.is_grad_enabled() or not x.requires_grad, "target called with gradients"
+            with_gradients.append(torch.is_grad_enabled() and x.requires_grad)
             return self.inner(x)
 
     root = first_run[0]
     suite = load_suite(root / "tiny.yaml")
-    runner = Runner(suite, root / "out", torch.device("cpu"), False, lambda s: None)
+    runner = Runner(suite, tmp_path / "out", torch.device("cpu"), False, lambda s: None)
     runner.load_test_set()
-    from rocl_bench.train import load_checkpoint
-    from rocl_bench.models.loading import classifier_from_checkpoint
-    src_dir = next((root / "out" / "models").glob("madry-*"))
-    tgt_dir = next((root / "out" / "models").glob("standard-*"))
-    src = classifier_from_checkpoint(load_checkpoint(src_dir / "checkpoint.pt"), "src")
-    tgt = classifier_from_checkpoint(load_checkpoint(tgt_dir / "checkpoint.pt"), "tgt")
-    x_adv = runner.craft(ReadyModel("madry", "M", "madry", "mlp", "k", None, None, src), suite.attacks["pgd_small"])
-    assert calls["target"] == 0
-    spy = Spy(tgt)
+
+    def ready(name, wrap=lambda m: m):
+        ck = next((root / "out" / "models").glob(f"{name}-*")) / "checkpoint.pt"
+        module = wrap(classifier_from_checkpoint(load_checkpoint(ck), ck))
+        return ReadyModel(name, name, name, "mlp", name, ck, None, module)
+
+    source, target = ready("madry"), ready("standard", Spy)
+    runner.transfer_cell(source, suite.attacks["pgd_small"], target, {})
+    assert with_gradients and not any(with_gradients), with_gradients
+    (rec,) = runner.new
+    (stored,) = [r for r in transfer if (r["source"], r["model"]) == ("madry", "standard")]
+    assert rec["robust_mask"] == stored["robust_mask"] and rec["clean_mask"] == stored["clean_mask"]
+    # and the cell's verdict is the target's own on the source's adversarial examples
+    x_adv = runner.craft(source, suite.attacks["pgd_small"])
     with torch.no_grad():
-        spy(x_adv)
-    assert calls["target"] == 1
+        tgt = target.module.inner
+        expected = (tgt(runner.x).argmax(1) == runner.y) & (tgt(x_adv).argmax(1) == runner.y)
+    assert torch.equal(torch.from_numpy(decode_mask(rec["robust_mask"], rec["n"])), expected)
 
 
 def test_lock_refuses_a_second_writer_and_takes_over_a_stale_one(first_run):

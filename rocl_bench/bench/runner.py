@@ -78,7 +78,7 @@ def plan_lines(suite: Suite, names: list[str]) -> list[str]:
 def is_classifier(suite: Suite, name: str) -> bool:
     """Contrastive pre-training (simclr, rocl) leaves an untrained head: such models serve as encoders only."""
     m = suite.models[name]
-    return m.train is None or not METHODS.get(m.train.method).contrastive
+    return m.train is None or METHODS.get(m.train.method).yields == "classifier"
 
 
 # ---------------------------------------------------------------- sharding over torchrun's ranks

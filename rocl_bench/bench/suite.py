@@ -16,7 +16,7 @@ from ..data.augment import AugmentSpec
 from ..errors import UserError, suggest
 from ..models import MODELS
 from ..train.checkpoint import file_sha256
-from ..train.loop import identity_hash
+from ..train.folder import identity_hash
 from ..train.spec import TrainConfig, make_train_config
 
 EMBEDDED = ("digits",)      # datasets that need no files, so data.root does not matter

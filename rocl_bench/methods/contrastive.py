@@ -44,11 +44,16 @@ class SimCLR(Method):
     name = "simclr"
     Params = SimCLRParams
     train_defaults = CONTRASTIVE_DEFAULTS
-    contrastive = True
+    yields = "encoder"                   # its head never trains: protocols (LE, rLE, fine-tuning) build on it
+    trains = ("encoder", "projector")
+    sync_batchnorm = True                # NT-Xent's batch is the global batch, so are BatchNorm's statistics
 
     def __init__(self, params: SimCLRParams, info) -> None:
         super().__init__(params, info)
         self.augment = AugmentSpec.for_kind(info.augment)
+
+    def projector(self) -> tuple[int, int]:
+        return self.params.projector_hidden, self.params.projector_out
 
     def views(self, x: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         return augment(x, self.augment, g), augment(x, self.augment, g)
@@ -64,7 +69,7 @@ class SimCLR(Method):
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> StepOutput:
         t1, t2 = self.views(x, g)
-        return StepOutput(self.contrast(model.project(torch.cat([t1, t2])), 2, y), None, len(x))
+        return StepOutput(self.contrast(model.project(torch.cat([t1, t2])), 2, y))
 
 
 @dataclass(frozen=True)
@@ -115,4 +120,4 @@ class RoCL(SimCLR):
         else:
             z_reg = model.project(torch.cat([x_adv, t2 if p.regularize_to == "other" else t1]))
         reg = self.contrast(z_reg, 2, y)
-        return StepOutput(main + p.regularizer_weight * reg, None, n, {"reg": float(reg.detach())})
+        return StepOutput(main + p.regularizer_weight * reg, extras={"reg": float(reg.detach())})

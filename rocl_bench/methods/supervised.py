@@ -28,7 +28,7 @@ class Standard(Method):
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> StepOutput:
         logits = model(x)
-        return StepOutput(F.cross_entropy(logits, y), int((logits.argmax(1) == y).sum()), len(y))
+        return StepOutput(F.cross_entropy(logits, y), int((logits.argmax(1) == y).sum()))
 
 
 def ce_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, budget: LinfBudget, eps: float,
@@ -48,7 +48,7 @@ class Madry(Method):
         eps, step = self.params.resolve(self.info, MADRY_STEP_RATIO)
         x_adv = ce_attack(model, x, y, self.params, eps, step, g)
         correct = clean_correct(model, x, y)
-        return StepOutput(F.cross_entropy(model(x_adv), y), correct, len(y))
+        return StepOutput(F.cross_entropy(model(x_adv), y), correct)
 
 
 @dataclass(frozen=True)
@@ -77,4 +77,4 @@ class Trades(Method):
         logits = model(x)
         robust = trades_kl(model(x_adv), logits).mean()
         loss = F.cross_entropy(logits, y) + self.params.beta * robust
-        return StepOutput(loss, int((logits.argmax(1) == y).sum()), len(y), {"kl": float(robust.detach())})
+        return StepOutput(loss, int((logits.argmax(1) == y).sum()), {"kl": float(robust.detach())})
