@@ -134,13 +134,13 @@ def test_transfer_uses_only_the_source_gradients(first_run, tmp_path):
     assert with_gradients and not any(with_gradients), with_gradients
     (rec,) = runner.new
     (stored,) = [r for r in transfer if (r["source"], r["model"]) == ("madry", "standard")]
-    assert rec["robust_mask"] == stored["robust_mask"] and rec["clean_mask"] == stored["clean_mask"]
+    assert rec.robust_mask == stored["robust_mask"] and rec.clean_mask == stored["clean_mask"]
     # and the cell's verdict is the target's own on the source's adversarial examples
     x_adv = runner.craft(source, suite.attacks["pgd_small"])
     with torch.no_grad():
         tgt = target.module.inner
         expected = (tgt(runner.x).argmax(1) == runner.y) & (tgt(x_adv).argmax(1) == runner.y)
-    assert torch.equal(torch.from_numpy(decode_mask(rec["robust_mask"], rec["n"])), expected)
+    assert torch.equal(torch.from_numpy(decode_mask(rec.robust_mask, rec.n)), expected)
 
 
 def test_lock_refuses_a_second_writer_and_takes_over_a_stale_one(first_run):
