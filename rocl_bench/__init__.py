@@ -1,5 +1,5 @@
 """rocl-bench: train defenses (RoCL, SimCLR, Madry, TRADES) and evaluate them against a fixed attack battery."""
-__version__ = "0.1.0"
+from .version import __version__
 
 from .api import evaluate, list_attacks, list_datasets, list_methods, list_models, run_suite  # noqa: E402
 

@@ -25,7 +25,7 @@ def evaluate(model: nn.Module, attacks: Mapping[str, Any], data: str | tuple[tor
     from .report.records import encode_mask
     from .train.loop import resolve_device
 
-    from .cli import fast_cpu_math
+    from .runtime import fast_cpu_math
 
     fast_cpu_math()
     dev = resolve_device(device)

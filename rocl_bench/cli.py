@@ -8,8 +8,9 @@ from typing import Any, Callable, NoReturn
 
 import yaml
 
-from . import __version__
+from .version import __version__
 from .errors import UserError
+from .runtime import fast_cpu_math
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -237,14 +238,6 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--limit", type=int, default=500, help="test points (seeded, stratified)")
     a.set_defaults(func=COMMANDS["analyze"])
     return parser
-
-
-def fast_cpu_math() -> None:
-    """Flush denormal floats to zero on the CPU: attacks drive logits' gradients into the denormal range, where
-    every CPU op slows down many times (AutoAttack on a digits MLP: 115 s -> 8 s). Values below 1e-38 become 0."""
-    import torch
-
-    torch.set_flush_denormal(True)
 
 
 def _unknown_flags(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: list[str]) -> str:

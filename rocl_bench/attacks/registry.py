@@ -281,5 +281,3 @@ class EOTPGD(Attack):
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return _with_restarts(self, model, x, y, generator)
 
-
-from . import library  # noqa: E402,F401  (registers the torchattacks / pyautoattack wrappers)

@@ -28,7 +28,7 @@ def append_record(path: Path, record: dict[str, Any]) -> None:
 
 @functools.lru_cache(maxsize=1)
 def versions() -> dict[str, str]:
-    from .. import __version__
+    from ..version import __version__
 
     out = {"rocl_bench": __version__}
     for dist, key in (("torch", "torch"), ("torchattacks", "torchattacks"), ("pyautoattack", "pyautoattack")):

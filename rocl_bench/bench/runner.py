@@ -326,7 +326,7 @@ def run_suite(path: str | Path, out: str | None = None, device: str | None = Non
               only: list[str] | None = None, data_root: str | None = None, progress: bool = True,
               log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Run a suite; return the records of this suite's cells (new and reused), in suite order."""
-    from ..cli import fast_cpu_math
+    from ..runtime import fast_cpu_math
 
     fast_cpu_math()
     suite = _limited(load_suite(path, data_root), limit)

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
-from ..config import hidden_char, read_limited, shown
+from ..config import hidden_char, read_limited, refuse_json_constant, shown
 from ..errors import UserError
 
 RECORDS_FILE = "records.jsonl"
@@ -184,7 +184,7 @@ def load_records(results: str | Path, warn: Warn | None = None, allow_empty: boo
         if not line.strip():
             continue
         try:
-            obj = json.loads(line, parse_constant=_no_constant)
+            obj = json.loads(line, parse_constant=refuse_json_constant)
         except ValueError as e:              # JSONDecodeError, NaN/Infinity, an integer of over 4300 digits
             skipped.append(number)
             if not isinstance(e, json.JSONDecodeError):
@@ -204,10 +204,6 @@ def load_records(results: str | Path, warn: Warn | None = None, allow_empty: boo
                         + (f" ({len(skipped)} bad line(s) skipped)" if skipped else " (the file is empty)")
                         + "; re-run the evaluation that writes it")
     return Records(path, out, skipped)
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a number a record may hold")
 
 
 def cell_key(rec: Mapping[str, Any]) -> tuple[str, str, str | None]:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .. import __version__
+from ..version import __version__
 from .. import distributed as dist
 from ..config import config_hash, exists, to_dict
 from ..data import ImageSet, dataset_info, epoch_batches, load_dataset
