@@ -23,11 +23,13 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from .config import hidden_char, read_limited, refuse_json_constant, shown
 from .errors import UserError
 
 SCHEMA = 2                      # what this version writes
 OLDEST_SCHEMA = 1               # 0.1.0's records (no "schema" field)
 RECORDS_FILE = "records.jsonl"
+RECORDS_LIMIT = 1 << 30         # bytes: a records file of 1 GiB is ~500k cells; anything larger is not ours
 
 Warn = Callable[[str], None]
 
@@ -214,7 +216,7 @@ class Record:
     def from_json(cls, text: str, line: int | None = None) -> "Record":
         """Parse and validate one line of records.jsonl; RecordError (a ValueError) says what is wrong."""
         try:
-            obj = json.loads(text, parse_constant=_no_constant)
+            obj = json.loads(text, parse_constant=refuse_json_constant)
         except json.JSONDecodeError as e:
             raise RecordError(f"not valid JSON ({e.msg} at column {e.colno}; truncated write?)") from None
         except ValueError as e:         # NaN/Infinity, an integer of thousands of digits
@@ -227,8 +229,7 @@ class Record:
 
 # ---------------------------------------------------------------------------------------- validation
 def _short(v: Any) -> str:
-    text = repr(v)
-    return text if len(text) <= 40 else text[:37] + "..."
+    return shown(v, 40)
 
 
 def _int(v: Any) -> bool:
@@ -248,6 +249,15 @@ def _text(key: str, v: Any) -> str:
 def _name(key: str, v: Any) -> str:
     if not isinstance(v, str) or not v:
         raise RecordError(f"{key} is {_short(v)}, not a non-empty string")
+    return _shown_text(key, v)
+
+
+def _shown_text(key: str, v: Any) -> str:
+    """A field tables print (label, source, method): text on one line with nothing hidden in it."""
+    v = _text(key, v)
+    odd = hidden_char(v)
+    if odd:
+        raise RecordError(f"{key} holds a {odd}")
     return v
 
 
@@ -264,7 +274,7 @@ def _count(key: str, v: Any) -> int:
 
 
 def _seed(key: str, v: Any) -> int:
-    if not _int(v):
+    if not (isinstance(v, int) and not isinstance(v, bool) and -2**63 <= v < 2**64):    # 64-bit seeds, either sign
         raise RecordError(f"{key}={_short(v)} is not an integer")
     return v
 
@@ -313,13 +323,9 @@ def _spec(key: str, v: Any) -> dict[str, Any]:
 _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "model": _name, "attack": _name, "robust_accuracy": _fraction, "clean_accuracy": _fraction,
     "n": _count, "model_index": _count, "attack_index": _count, "world_size": _count, "seed": _seed,
-    "schema": _seed, "seen": _flag, "flags": _strings, "warnings": _strings, "versions": _versions,
+    "schema": _seed, "label": _shown_text, "source": _shown_text, "method": _shown_text, "seen": _flag, "flags": _strings, "warnings": _strings, "versions": _versions,
     "attack_spec": _spec, "train_seconds": _seconds, "seconds": _seconds, "peak_memory_mb": _seconds,
 }
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a number a record may hold")
 
 
 # ------------------------------------------------------------------------------------------ the file
@@ -356,10 +362,7 @@ def load(results: str | Path, warn: Warn | None = None, allow_empty: bool = Fals
     RecordFile instead (e.g. when resuming a run whose first write was cut off)."""
     warn = warn or warn_stderr
     path = records_path(results)
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as e:
-        raise UserError(f"{path}: cannot be read ({e.strerror or e}); check the path and its permissions") from None
+    text = read_limited(path, RECORDS_LIMIT, "records.jsonl file").decode("utf-8", errors="replace")
     out: list[Record] = []
     skipped: list[int] = []
     for number, line in enumerate(text.splitlines(), start=1):

@@ -466,9 +466,35 @@ def test_racing_for_a_stale_lock_gives_one_owner_at_a_time(zygote, tmp_path):
     pids = {str(r["pid"]) for r in results if "got" in r}
     for r in results:
         if "refused" in r:        # names the owner (or, if it is already gone, says so), never the dead one
-            assert any(f"another rocl-bench run (pid {p})" in r["refused"] for p in [*pids, "unknown"]), r
+            assert any(f"another rocl-bench run (pid {p}{end}" in r["refused"] for p in [*pids, "unknown"]
+                       for end in (")", ", started")), r
             assert f"pid {dead}" not in r["refused"]
     assert not (tmp_path / "results" / ".lock").exists()
+
+
+def test_a_lock_whose_pid_was_reused_is_stale_and_a_live_owner_is_named_with_its_start_time(tmp_path):
+    """The lock file holds "PID START": a live process with that pid but another start time is not the owner."""
+    from rocl_bench.errors import UserError
+    from rocl_bench.locking import FolderLock, start_time
+
+    me = os.getpid()
+    if start_time(me) is None:
+        pytest.skip("no /proc/PID/stat: start times unknown on this OS")
+    lock = tmp_path / ".lock"
+    lock.write_text(f"1 {start_time(1) + 1}")           # pid 1 is alive, but it started at another time
+    with FolderLock(tmp_path, "busy ({who})"):
+        assert lock.read_text().split() == [str(me), str(start_time(me))]
+    assert not lock.exists()
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock.write_text(f"{child.pid} {start_time(child.pid)}")     # hand-written, not flocked, owner alive
+        with pytest.raises(UserError, match=rf"busy \(pid {child.pid}, started \d{{4}}-\d\d-\d\d "):
+            with FolderLock(tmp_path, "busy ({who})"):
+                pass
+    finally:
+        child.kill()
+        child.wait()
+    assert lock.exists()                       # a refusal leaves the owner's lock alone
 
 
 LONG = """\
@@ -485,6 +511,7 @@ attacks:
 
 def test_a_second_run_on_the_same_folder_refuses_and_a_dead_owner_is_taken_over(zygote, tmp_path):
     from rocl_bench.bench.provenance import ResultsLock
+    from rocl_bench.locking import start_time
 
     (tmp_path / "long.yaml").write_text(LONG)
     log = tmp_path / "first.log"
@@ -501,12 +528,12 @@ def test_a_second_run_on_the_same_folder_refuses_and_a_dead_owner_is_taken_over(
     assert second.returncode == 2 and "Traceback" not in second.stderr
     lines = stderr_lines(second.stderr)
     assert len(lines) == 1, second.stderr
-    assert f"another rocl-bench run (pid {first})" in lines[0] and "--out" in lines[0]
+    assert f"another rocl-bench run (pid {first}, started " in lines[0] and "--out" in lines[0]
     assert not (tmp_path / "out" / "records.jsonl").exists()
     lock = tmp_path / "out" / ".lock"
-    assert lock.read_text() == str(first)              # SIGKILL left it behind: stale now
+    assert lock.read_text().split()[0] == str(first)   # SIGKILL left it behind: stale now
     with ResultsLock(tmp_path / "out"):
-        assert lock.read_text() == str(os.getpid())
+        assert lock.read_text().split() == [str(os.getpid()), str(start_time(os.getpid()))]
     assert not lock.exists()
 
 
@@ -524,7 +551,7 @@ def test_a_second_training_into_the_same_folder_is_refused(zygote, tmp_path):
         assert zygote.wait(first) == -signal.SIGKILL
     assert second.returncode == 2 and "Traceback" not in second.stderr
     lines = stderr_lines(second.stderr)
-    assert len(lines) == 1 and f"another training run (pid {first})" in lines[0], second.stderr
+    assert len(lines) == 1 and f"another training run (pid {first}, started " in lines[0], second.stderr
     from rocl_bench.locking import FolderLock
 
     with FolderLock(tmp_path / "t", "busy"):        # SIGKILL left the lock file; its flock died with the owner
@@ -662,3 +689,48 @@ def test_python_yaml_tags_are_refused_in_suites_and_train_configs(tmp_path, caps
             lines = stderr_lines(err)
             assert len(lines) == 1 and path.name in lines[0] and "python/" in lines[0], err
             assert not marker.exists() and not (tmp_path / "o").exists()
+
+
+# --------------------------------------------------------------------------- a really full disk
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 160 KiB tmpfs (needs root and mount); skipped where it cannot be mounted."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(disk)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root); the bad-input corpus simulates ENOSPC instead")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_a_really_full_disk_gives_one_line_and_leaves_nothing(tiny_disk, tmp_path):
+    """Issue 17: torch.save's RuntimeError, an empty .lock and an empty model folder were left on ENOSPC."""
+    trained = cli("train", "--epochs", "1", "--train-limit", "64", "--test-limit", "20", "--quiet", "--out",
+                  str(tiny_disk / "run"), cwd=tmp_path)
+    assert trained.returncode == 2 and "Traceback" not in trained.stderr, trained.stderr
+    lines = stderr_lines(trained.stderr)
+    assert len(lines) == 1 and "last.pt" in lines[0] and "No space left on device" in lines[0], trained.stderr
+    assert list(tiny_disk.iterdir()) == []                     # no model folder, no lock, no temporary file
+    filler = tiny_disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)             # now fill it up completely
+    try:
+        while os.write(fd, b"\0" * 4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    (tmp_path / "s.yaml").write_text("name: s\ndata: {dataset: digits, test_limit: 20}\nmodels:\n"
+                                     "  m: {method: standard, epochs: 1}\nattacks:\n  clean: {type: clean}\n")
+    records = tmp_path / "r.jsonl"
+    records.write_text(json.dumps({"model": "m", "attack": "clean", "robust_accuracy": 0.5}) + "\n")
+    for args, name in ((["run", "s.yaml", "--quiet", "--out", str(tiny_disk / "out")], ".lock"),
+                       (["table", str(records), "--out", str(tiny_disk / "t.md")], "t.md")):
+        r = cli(*args, cwd=tmp_path)
+        lines = stderr_lines(r.stderr)
+        assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+        assert name in lines[0] and "No space left on device" in lines[0], r.stderr
+        assert [p.name for p in tiny_disk.iterdir()] == ["filler"], r.stderr

@@ -96,6 +96,49 @@ def test_changed_attack_reruns_only_its_cells(first_run, tmp_path):
     assert not any(line.startswith("training") for line in log)
 
 
+def test_a_record_without_clean_accuracy_is_rerun_not_a_crash(first_run, tmp_path):
+    """Issue 17: a record lacking clean_accuracy passed the record check, and once another cell of the same model
+    was missing every `run` raised KeyError in the alarms. Now it fails the run's schema: reported, re-run."""
+    import shutil
+    shutil.copytree(first_run[0] / "out", tmp_path / "out")
+    lines = (tmp_path / "out" / "records.jsonl").read_text().splitlines()
+    recs = [json.loads(x) for x in lines]
+    broken = next(i for i, r in enumerate(recs) if r["model"] == "standard" and r["attack"] == "clean")
+    gone = next(i for i, r in enumerate(recs) if r["model"] == "standard" and r["attack"] == "pgd_large")
+    del recs[broken]["clean_accuracy"]
+    kept = [json.dumps(r) for i, r in enumerate(recs) if i != gone]
+    (tmp_path / "out" / "records.jsonl").write_text("\n".join(kept) + "\n")
+    log: list[str] = []
+    again = run_suite(first_run[0] / "tiny.yaml", out=str(tmp_path / "out"), progress=False, log=log.append)
+    assert any(f"records.jsonl:{broken + 1}: cannot be reused (missing field(s) clean_accuracy)" in line
+               for line in log), log
+    after = [json.loads(x) for x in (tmp_path / "out" / "records.jsonl").read_text().splitlines()]
+    assert {(r["model"], r["attack"]) for r in after[len(kept):]} == {("standard", "clean"), ("standard", "pgd_large")}
+    assert len(again) == len(first_run[1]) and all(r.clean_accuracy is not None for r in again)
+
+
+def test_a_model_at_chance_level_is_warned_in_its_records(tmp_path):
+    """Zero weights predict one class for every input: its accuracy is the share of that class, and every record
+    of the model says so (a broken or untrained model's robust accuracy means nothing)."""
+    from rocl_bench.data import dataset_info
+    from rocl_bench.models import ModelSpec, build_model
+    from rocl_bench.train.checkpoint import save_checkpoint
+
+    info = dataset_info("digits")
+    spec = ModelSpec("mlp", 10, info.channels, info.image_size, tuple(info.mean), tuple(info.std))
+    state = {k: torch.zeros_like(v) for k, v in build_model(spec).state_dict().items()}
+    save_checkpoint(tmp_path / "zero.pt", {"model_spec": spec.to_dict(), "method": "standard", "epoch": 1,
+                                           "config_hash": "zero", "state_dict": state})
+    (tmp_path / "s.yaml").write_text("name: chance\ndata: {dataset: digits, test_limit: 100}\nmodels:\n"
+                                     "  zero: {checkpoint: zero.pt}\nattacks:\n  clean: {type: clean}\n"
+                                     "  pgd: {type: pgd, norm: linf, eps: 0.05, steps: 2}\n")
+    records = run_suite(tmp_path / "s.yaml", out=str(tmp_path / "out"), **QUIET)
+    assert len(records) == 2
+    for rec in records:
+        assert rec.clean_accuracy <= 0.11
+        assert any("at chance level" in w for w in rec.warnings), rec.warnings
+
+
 def test_transfer_uses_only_the_source_gradients(first_run, tmp_path):
     """The target is wrapped in a spy that logs every call it gets: the transfer cell judges with it, and
     crafting never differentiates it; the cell it computes is the one the suite recorded."""

@@ -145,7 +145,11 @@ def analyze(paths: list[str], out: str | Path, data_root: str | None = None, lim
     if not rows:
         raise UserError("no encoder to analyse (only linear heads found); pass the pre-training checkpoints too")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:                  # read-only file system, a file in the way, no permission
+        raise UserError(f"--out {out}: cannot write there ({e.strerror or e.__class__.__name__}); nothing was "
+                        "written; choose a writable folder") from None
     df = pd.DataFrame(rows)
     caption = (f"Representation analysis on {rows[0]['dataset']} ({rows[0]['n']} test points): alignment and "
                "uniformity (Wang & Isola 2020; lower is better for both), class margin (nearest other-class "

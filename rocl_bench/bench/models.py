@@ -8,13 +8,13 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..config import config_hash
+from ..config import config_hash, inside
 from ..data import dataset_info
 from ..errors import UserError
-from ..models.loading import classifier_from_checkpoint, load_state
+from ..models.loading import check_outputs, check_tensors, classifier_from_checkpoint, load_state
 from ..models.smoothing import SmoothedClassifier
 from ..train import load_checkpoint, train
-from ..train.checkpoint import file_sha256
+from ..train.checkpoint import file_sha256, remove_if_empty
 from ..train.folder import identity_hash
 from .suite import ModelEntry, Suite, import_factory, smoothing_spec
 
@@ -54,6 +54,8 @@ def _load_external(entry: ModelEntry, suite: Suite) -> tuple[nn.Module, str, str
         if entry.checkpoint:
             ck = load_checkpoint(entry.checkpoint, f"{where}.checkpoint")
             load_state(model, ck["state_dict"], f"{where}.checkpoint {entry.checkpoint}")
+        else:
+            check_tensors(model.state_dict(), {}, f"{where}.factory '{entry.factory}'")
         return model.eval(), "external", entry.factory
     ck = load_checkpoint(entry.checkpoint, f"{where}.checkpoint")
     model = classifier_from_checkpoint(ck, entry.checkpoint, entry.arch, info)
@@ -61,8 +63,9 @@ def _load_external(entry: ModelEntry, suite: Suite) -> tuple[nn.Module, str, str
 
 
 def prepare_models(suite: Suite, out: Path, device: torch.device, names: list[str], progress: bool,
-                   log: Callable[[str], None]) -> dict[str, ReadyModel]:
-    """Models `names` (plus the encoders they need), trained into out/models/<name>-<hash>/ when missing."""
+                   log: Callable[[str], None], probe: torch.Tensor | None = None) -> dict[str, ReadyModel]:
+    """Models `names` (plus the encoders they need), trained into out/models/<name>-<hash>/ when missing; with
+    `probe` (clean test inputs on `device`), a model whose outputs on them are not finite is refused."""
     ready: dict[str, ReadyModel] = {}
     needed = _with_dependencies(suite, names)
     keys: dict[str, str] = {}
@@ -85,14 +88,23 @@ def prepare_models(suite: Suite, out: Path, device: torch.device, names: list[st
             encoder_id = (keys[entry.encoder_ref] if entry.encoder_ref
                           else file_sha256(Path(cfg.encoder)) if cfg.encoder else None)
             keys[name] = identity_hash(cfg, encoder_id)
-            folder = out / "models" / f"{name}-{keys[name]}"
+            folder = inside(out, out / "models" / f"{name}-{keys[name]}", f"{suite.path}: models.{name}")
             done = folder / "checkpoint.pt"
             if not done.exists():
                 log(f"training {name} ({cfg.method}, {cfg.model}, {cfg.epochs} epochs) -> {folder}")
-            ck = train(cfg, folder, resume=True, progress=progress, log=log if not done.exists() else (lambda s: None))
+            fresh = not (out / "models").exists()
+            try:
+                ck = train(cfg, folder, resume=True, progress=progress,
+                           log=log if not done.exists() else (lambda s: None))
+            except BaseException:
+                if fresh:
+                    remove_if_empty(out / "models")
+                raise
             module = classifier_from_checkpoint(load_checkpoint(done), done)
             rm = ReadyModel(name, label, cfg.method, module.spec.arch, keys[name], done, file_sha256(done), module,
                             ck.get("train_seconds"))
+        if probe is not None:
+            check_outputs(rm.module.to(device), probe, f"{suite.path}: models.{name}")
         if entry.smoothing:
             spec = smoothing_spec(entry, dataset_info(suite.data.dataset).augment)
             rm.module = SmoothedClassifier(rm.module, entry.smoothing.samples, spec, seed=suite.seed)

@@ -157,6 +157,7 @@ class Runner:
         self.x, self.y = full.batch(idx)
         self.x, self.y = self.x.to(self.device), self.y.to(self.device)
         self.indices = idx
+        self.chance = float(torch.bincount(self.y.cpu()).max()) / max(len(self.y), 1)
         self.indices_hash = config_hash(idx.tolist())
         index_file = self.out / "test_indices.json"
         text = json.dumps({"dataset": d.dataset, "split": "test", "indices": idx.tolist()})
@@ -189,7 +190,8 @@ class Runner:
                        "seconds": round(seconds, 3), "peak_memory_mb": round(peak_memory_mb(self.device.type), 1),
                        "timestamp": timestamp(), "flags": list(result.flags)})
         rec = Record.make(**fields)
-        rec = dataclasses.replace(rec, warnings=tuple(cell_warnings(rec, [self.done[h] for h in self.current])))
+        rec = dataclasses.replace(rec, warnings=tuple(cell_warnings(rec, [self.done[h] for h in self.current],
+                                                                 chance=self.chance)))
         for warning in rec.warnings:
             self.log(f"  warning: {rec.model} / {rec.attack}: {warning}")
         if dist.is_main():                  # under torchrun every rank holds the record, rank 0 writes it
@@ -314,7 +316,8 @@ def run_suite(path: str | Path, out: str | None = None, device: str | None = Non
         runner.done = dist.on_main(lambda: finished_cells(folder, log) if runner.records_path.exists() else {})
         try:
             runner.load_test_set()
-            models = prepare_models(suite, folder, dev, names, progress, log)
+            probe = runner.x[:suite.output.batch_size]       # a model with non-finite outputs on it is refused
+            models = prepare_models(suite, folder, dev, names, progress, log, probe=probe)
             where = f"{dev}" if dist.world() == 1 else f"{dev}, {dist.world()} processes"
             log(f"evaluating on {len(runner.y)} test points ({where})")
             for name in names:
@@ -334,13 +337,16 @@ def run_suite(path: str | Path, out: str | None = None, device: str | None = Non
 
 def finished_cells(folder: Path, log: Callable[[str], None]) -> dict[str, Record]:
     """The cells already in records.jsonl, by config hash. A line that fails validation is reported (by `load`)
-    and its cell run again; so is a record without the config hash or clean accuracy that reuse needs. The bad
+    and its cell run again; so is a record without the config hash, clean accuracy or attack spec that reuse needs. The bad
     line stays in the file; the new record, later in the file, wins."""
     done = {}
     for rec in load(folder, allow_empty=True).all:
-        if rec.config_hash is None or rec.clean_accuracy is None:
-            log(f"  warning: {folder / RECORDS_FILE}:{rec.line}: cannot be reused (no config_hash or "
-                f"clean_accuracy); that cell is run again")
+        missing = [k for k, absent in (("clean_accuracy", rec.clean_accuracy is None),
+                                       ("config_hash", not rec.config_hash), ("attack_spec", not rec.attack_spec))
+                   if absent]
+        if missing:
+            log(f"  warning: {folder / RECORDS_FILE}:{rec.line}: cannot be reused (missing field(s) "
+                f"{', '.join(missing)}); that cell is run again")
             continue
         done[rec.config_hash] = rec
     return done

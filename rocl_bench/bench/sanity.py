@@ -11,6 +11,7 @@ suite may list the larger budget, or the black-box attack, first):
 """
 from __future__ import annotations
 
+import math
 from typing import Iterable
 
 from ..attacks import Family, family_of
@@ -33,9 +34,21 @@ def _same(a: float, b: float) -> bool:
     return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
 
 
-def cell_warnings(rec: Record, earlier: Iterable[Record], slack: float = 0.01) -> list[str]:
-    """Alarms for `rec` given the finished cells of this run (only those of the same model count)."""
+def at_chance(clean: float, chance: float, n: int) -> bool:
+    """Clean accuracy within two standard errors of always guessing the most common class: an untrained or
+    broken model (garbage weights, a wrong checkpoint), whose robust accuracy means nothing."""
+    return clean <= chance + 2 * math.sqrt(chance * (1 - chance) / max(n, 1))
+
+
+def cell_warnings(rec: Record, earlier: Iterable[Record], slack: float = 0.01,
+                  chance: float | None = None) -> list[str]:
+    """Alarms for `rec` given the finished cells of this run (only those of the same model count); `chance` is
+    the share of the test set's most common class."""
     out: list[str] = []
+    if chance is not None and family_of(_kind(rec)) is not Family.TRANSFER and rec.clean_accuracy is not None \
+            and at_chance(rec.clean_accuracy, chance, rec.n or 1):
+        out.append(f"clean accuracy {rec.clean_accuracy:.1%} is at chance level (the most common class is "
+                   f"{chance:.1%} of the test set); the model may be untrained or broken")
     kind = _kind(rec)
     norm, eps = _budget(rec)
     clean_differs: list[str] = []

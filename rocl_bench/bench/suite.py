@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any, Literal, Mapping
 
 from ..attacks import Attack, build_attack
-from ..config import (coerce, config_hash, exists, from_mapping, load_yaml, path_text, require, segment, shown,
-                      to_dict)
+from ..config import (check_seed, coerce, config_hash, exists, from_mapping, hidden_char, load_yaml, path_text,
+                      require, safe_name, segment, shown, to_dict)
 from ..data import DATASETS, dataset_info
 from ..data.augment import AugmentSpec
 from ..errors import UserError, suggest
@@ -155,6 +155,9 @@ def _model_entry(name: str, raw: Any, suite_dir: Path, data: DataSection, seed: 
     for key in ("method", "model"):
         _name(raw.get(key), f"{where}.{key}")
     label = coerce(raw.pop("label", None), str | None, f"{where}.label")
+    if label is not None and (hidden_char(label) or len(label) > 200):
+        raise UserError(f"{where}.label: {shown(label, 60)} cannot be shown in a table "
+                        f"({hidden_char(label) or 'over 200 characters'}); write it on one line")
     smoothing = from_mapping(Smoothing, raw.pop("smoothing"), f"{where}.smoothing") if "smoothing" in raw else None
     if "checkpoint" in raw or "factory" in raw:
         ckpt = coerce(raw.pop("checkpoint", None), str | None, f"{where}.checkpoint")
@@ -222,7 +225,9 @@ def _check_checkpoint(path: str, arch: str | None, data: DataSection | None, whe
                       encoder_for: DataSection | None = None) -> None:
     """Load a checkpoint named by the suite now, so a missing, truncated, unsafe or mismatched file is refused
     before anything is trained or written (weights_only loading; see train.checkpoint)."""
-    from ..models.loading import classifier_from_checkpoint
+    import torch
+
+    from ..models.loading import check_outputs, classifier_from_checkpoint
     from ..train.checkpoint import load_checkpoint
 
     ck = load_checkpoint(path, where)
@@ -235,8 +240,12 @@ def _check_checkpoint(path: str, arch: str | None, data: DataSection | None, whe
                             f"'{info.name}' has {info.channels}×{info.image_size}²; use an encoder of this dataset")
     if data is None:
         return
+    info = dataset_info(data.dataset)
     try:
-        classifier_from_checkpoint(ck, path, arch, dataset_info(data.dataset))
+        model = classifier_from_checkpoint(ck, path, arch, info)
+        if data.dataset != "imagefolder":            # a mid-grey image: the run probes real test inputs too
+            check_outputs(model, torch.full((2, info.channels, info.image_size, info.image_size), 0.5),
+                          f"checkpoint {path}")
     except UserError as e:
         raise UserError(f"{where}: {e}") from None
 
@@ -298,11 +307,8 @@ def load_suite(path: str | Path, data_root: str | None = None) -> Suite:
         if key not in TOP_KEYS:
             raise UserError(f"{where}: unknown key {shown(str(key))}{suggest(str(key), TOP_KEYS)}; valid keys: "
                             f"{', '.join(TOP_KEYS)}")
-    name = coerce(raw.get("name"), str, f"{where}: name") if "name" in raw else path.stem
-    require(bool(name) and "/" not in name and "\x00" not in name and len(name) <= 200
-            and name not in (".", ".."), f"{where}: name",
-            "must be a non-empty name without '/' (at most 200 characters)")
-    seed = coerce(raw.get("seed", 0), int, f"{where}: seed")
+    name = safe_name(raw.get("name") if "name" in raw else path.stem, f"{where}: name")
+    seed = check_seed(coerce(raw.get("seed", 0), int, f"{where}: seed"), f"{where}: seed")
     device = coerce(raw.get("device", "auto"), Literal["auto", "cpu", "cuda"], f"{where}: device")
     suite_dir = path.resolve().parent
     data_raw = dict(raw.get("data") or {}) if isinstance(raw.get("data", {}), Mapping) else raw.get("data")
@@ -318,7 +324,7 @@ def load_suite(path: str | Path, data_root: str | None = None) -> Suite:
     models_raw = raw.get("models")
     if not isinstance(models_raw, Mapping) or not models_raw:
         raise UserError(f"{where}: models: expected a non-empty mapping name -> training config or checkpoint")
-    names = [str(n) for n in models_raw]
+    names = [safe_name(n, f"{where}: models: model name") for n in models_raw]
     models = {str(n): _model_entry(str(n), m, suite_dir, data, seed, device, names, f"{where}: models.{segment(n)}")
               for n, m in models_raw.items()}
     _check_encoder_order(models, where)
@@ -331,6 +337,7 @@ def load_suite(path: str | Path, data_root: str | None = None) -> Suite:
         raise UserError(f"{where}: attacks: expected a non-empty mapping id -> attack spec (e.g. {{type: pgd, ...}})")
     attacks = {}
     for aid, spec in attacks_raw.items():
+        safe_name(aid, f"{where}: attacks: attack id")
         w = f"{where}: attacks.{segment(aid)}"
         spec = {"type": spec} if isinstance(spec, str) else spec
         if not isinstance(spec, Mapping):

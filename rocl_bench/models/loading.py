@@ -1,6 +1,7 @@
 """Rebuild a model from a checkpoint (ours, or a plain state_dict plus a model name) and check it fits."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,38 @@ def spec_for(arch: str, info: Any, num_classes: int | None = None, projector: tu
                      image_size or info.image_size, tuple(info.mean), tuple(info.std), projector)
 
 
+def check_tensors(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], where: str) -> None:
+    """Refuse garbage weights, naming the tensor: NaN/inf values, or an integer, bool or complex tensor where the
+    architecture declares a floating one (load_state_dict would cast it silently)."""
+    for name, t in state.items():
+        want = expected.get(name)
+        if want is not None and want.dtype != t.dtype and (want.is_floating_point() != t.is_floating_point()
+                                                           or t.is_complex() != want.is_complex()):
+            raise UserError(f"{where}: tensor '{name}' is {str(t.dtype).replace('torch.', '')}, the architecture "
+                            f"declares {str(want.dtype).replace('torch.', '')}; re-create the checkpoint")
+        if (t.is_floating_point() or t.is_complex()) and t.numel() and not bool(torch.isfinite(t).all()):
+            raise UserError(f"{where}: tensor '{name}' holds NaN or infinite values; the model is unusable, "
+                            "re-create the checkpoint (or retrain with a lower --lr)")
+
+
+def check_outputs(model: torch.nn.Module, x: torch.Tensor, where: str) -> None:
+    """A model whose clean outputs on real inputs are not finite is refused before it is scored."""
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(x)
+    finally:
+        model.train(was)
+    if isinstance(out, torch.Tensor) and not bool(torch.isfinite(out).all()):
+        raise UserError(f"{where}: the model's outputs on clean test inputs are NaN or infinite; fix the model "
+                        "or its checkpoint")
+
+
 def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
-    """load_state_dict with a one-line explanation when the weights do not fit the architecture."""
+    """load_state_dict with a one-line explanation when the weights do not fit the architecture or are garbage
+    (see check_tensors)."""
+    check_tensors(state, model.state_dict(), where)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
@@ -34,7 +65,7 @@ def classifier_from_checkpoint(ckpt: dict[str, Any], path: str | Path, model_nam
     """A ready classifier in eval mode. Plain state_dicts need `model_name` and the dataset's info."""
     where = f"checkpoint {path}"
     if "model_spec" in ckpt:
-        spec = _spec_from(ckpt["model_spec"], where)
+        spec = spec_from(ckpt["model_spec"], where)
         if model_name and model_name != spec.arch:
             raise UserError(f"{where}: holds a '{spec.arch}' but model '{model_name}' was asked for; "
                             f"drop --model or pass --model {spec.arch}")
@@ -62,8 +93,8 @@ def classifier_from_checkpoint(ckpt: dict[str, Any], path: str | Path, model_nam
     return model.eval()
 
 
-def _spec_from(raw: Any, where: str) -> ModelSpec:
-    """The checkpoint's model_spec, or one line saying why it is unusable."""
+def spec_from(raw: Any, where: str) -> ModelSpec:
+    """The checkpoint's model_spec, or one line saying why it is unusable (zero std, non-finite mean, ...)."""
     try:
         spec = ModelSpec.from_dict(raw)
     except (KeyError, TypeError, ValueError, AttributeError) as e:
@@ -73,4 +104,14 @@ def _spec_from(raw: Any, where: str) -> ModelSpec:
     if spec.num_classes < 1 or spec.in_channels < 1 or spec.image_size < 1 or \
             len(spec.mean) != spec.in_channels or len(spec.std) != spec.in_channels:
         raise UserError(f"{where}: its model_spec is inconsistent ({spec}); re-create it with rocl-bench train")
+    for key in ("mean", "std"):
+        values = getattr(spec, key)
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values) \
+                or (key == "std" and not all(v > 0 for v in values)):
+            raise UserError(f"{where}: model_spec.{key} {list(values)!r:.80} must hold finite numbers"
+                            f"{' > 0 (inputs are divided by it)' if key == 'std' else ''}; re-create it with "
+                            "rocl-bench train")
+    if not (1 <= spec.in_channels <= 64 and 1 <= spec.image_size <= 4096 and 1 <= spec.num_classes <= 100_000):
+        raise UserError(f"{where}: its model_spec has an absurd size (in_channels {spec.in_channels}, image_size "
+                        f"{spec.image_size}, num_classes {spec.num_classes}); re-create it with rocl-bench train")
     return spec

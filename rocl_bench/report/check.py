@@ -33,6 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from ..config import read_limited
 from ..errors import UserError
 from ..record import RecordFile, warn_stderr
 from .records import same_eps
@@ -104,12 +105,27 @@ def _fraction(cell: Mapping[str, Any], key: str, where: str, required: bool) -> 
                         f"reference cells as 'value_percent')")
 
 
+BASELINE_LIMIT = 64 * 2**20
+
+
+class _NotFinite(ValueError):
+    """JSON's NaN / Infinity / -Infinity: a tolerance or accuracy of that value would switch the check off."""
+
+
+def _no_constant(name: str) -> float:
+    raise _NotFinite(name)
+
+
 def load_baseline(path: str | Path) -> Baseline:
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise UserError(f"{p}: baseline not found; write one with 'rocl-bench baseline RESULTS --out {p}'")
+    raw = read_limited(p, BASELINE_LIMIT, "baseline JSON file")   # a FIFO or /dev/zero is refused, not read
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
+        data = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+    except _NotFinite as e:
+        raise UserError(f"{p}: holds {e}, which is not a number a baseline can compare; re-create the baseline "
+                        f"with 'rocl-bench baseline'") from None
     except json.JSONDecodeError as e:
         raise UserError(f"{p}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno}); fix or re-create "
                         f"the baseline") from None

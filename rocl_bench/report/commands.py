@@ -18,7 +18,8 @@ from ..errors import UserError
 TABLE_FORMATS = ("md", "csv", "latex", "html")          # = tables.FORMATS
 PLOT_KINDS = ("eps-curve", "transfer", "training")       # = plots.KINDS
 DEFAULT_TOL = 0.5                                        # = check.DEFAULT_TOL
-EXT_FORMAT = {".md": "md", ".markdown": "md", ".csv": "csv", ".tex": "latex", ".html": "html", ".htm": "html"}
+EXT_FORMAT = {".md": "md", ".markdown": "md", ".csv": "csv", ".tex": "latex", ".latex": "latex", ".html": "html",
+              ".htm": "html"}
 
 
 def _write_text(path: str | Path, text: str) -> Path:
@@ -30,6 +31,20 @@ def _write_text(path: str | Path, text: str) -> Path:
     except OSError as e:
         raise UserError(f"--out {p}: cannot be written ({e.strerror or e}); choose a writable path") from None
     return p
+
+
+def out_format(out: str | None, fmt: str | None, formats: dict[str, str], default: str) -> str:
+    """The format of a report: --format, else --out's extension, else `default`. An --out whose extension
+    names another format (t.docx, or t.csv with --format md) is refused, so no file lies about its content."""
+    suffix = Path(out).suffix.lower() if out else ""
+    known = ", ".join(sorted(formats))
+    if suffix and suffix not in formats:
+        raise UserError(f"--out {out}: '{suffix}' is not an extension of a format this command writes; use one of "
+                        f"{known}, or pass --format with a name that has none")
+    if fmt and suffix and formats[suffix] != fmt:
+        raise UserError(f"--out {out}: the extension '{suffix}' does not match --format {fmt}; rename the file or "
+                        "drop --format")
+    return fmt or formats.get(suffix, default)
 
 
 def _emit(text: str, out: str | None) -> None:
@@ -45,7 +60,7 @@ def cmd_table(args: argparse.Namespace) -> int:
     from . import tables
     from ..record import load
 
-    fmt = args.format or EXT_FORMAT.get(Path(args.out).suffix.lower() if args.out else "", "md")
+    fmt = out_format(args.out, args.format, EXT_FORMAT, "md")
     recs = load(args.results)
     latest = recs.latest()
     if args.kind != "gap" and (args.base or args.reference):
@@ -131,17 +146,23 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from .paired import render_paired
     from ..record import load
 
-    fmt = args.format or ("csv" if args.out and str(args.out).lower().endswith(".csv") else "md")
+    fmt = out_format(args.out, args.format, {k: v for k, v in EXT_FORMAT.items() if v in ("md", "csv")}, "md")
     text = render_paired(load(args.results).latest(), args.a, args.b, fmt)
     _emit(text, args.out)
     return 0
 
 
 def _points(text: str) -> float:
+    """A number of percentage points; NaN and infinity are refused (a NaN tolerance would pass every check)."""
+    import math
+
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of percentage points") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number of percentage points")
+    return value
 
 
 def add_report_parsers(sub: Any) -> None:

@@ -15,6 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter, LogLocator
 
+from ..config import read_limited
 from ..errors import UserError
 from ..record import RECORDS_FILE, Record, warn_stderr
 from ..train.checkpoint import atomic_write_bytes
@@ -163,7 +164,8 @@ def find_metrics(results: str | Path) -> list[Path]:
 
 def read_metrics(path: Path, warn: Callable[[str], None]) -> list[dict[str, Any]]:
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+    text = read_limited(path, 1 << 30, "metrics.jsonl file").decode("utf-8", errors="replace")
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -171,8 +173,9 @@ def read_metrics(path: Path, warn: Callable[[str], None]) -> list[dict[str, Any]
         except json.JSONDecodeError as e:
             warn(f"{path}:{number}: not valid JSON ({e.msg}), line skipped")
             continue
-        if not isinstance(obj, dict) or not isinstance(obj.get("epoch"), (int, float)):
-            warn(f"{path}:{number}: no numeric 'epoch', line skipped")
+        epoch = obj.get("epoch") if isinstance(obj, dict) else None
+        if not isinstance(epoch, (int, float)) or isinstance(epoch, bool) or not math.isfinite(epoch):
+            warn(f"{path}:{number}: no finite numeric 'epoch', line skipped")
             continue
         rows.append(obj)
     return rows

@@ -11,7 +11,7 @@ from ..data import ImageSet, dataset_info
 from ..errors import UserError
 from ..methods import METHODS, Method
 from ..models import Classifier, ModelSpec, build_model
-from ..models.loading import load_state, spec_for
+from ..models.loading import load_state, spec_for, spec_from
 from .checkpoint import load_checkpoint
 from .spec import TrainConfig
 
@@ -41,7 +41,7 @@ def transplant_encoder(cfg: TrainConfig, method: Method, info: Any,
     A method with a projector keeps the encoder's own (or gets a fresh one of its sizes when the encoder has
     none); a method without one drops it, so a linear protocol's checkpoint is a plain classifier."""
     enc = load_checkpoint(cfg.encoder, "encoder")
-    src = ModelSpec.from_dict(enc["model_spec"]) if "model_spec" in enc else spec_for(cfg.model, info)
+    src = spec_from(enc["model_spec"], f"encoder {cfg.encoder}") if "model_spec" in enc else spec_for(cfg.model, info)
     if (src.in_channels, src.image_size) != (info.channels, info.image_size):
         raise UserError(f"encoder {cfg.encoder}: made for {src.in_channels}×{src.image_size}² inputs, dataset "
                         f"'{info.name}' has {info.channels}×{info.image_size}²; use an encoder of this dataset")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import os
 import pickle
 import re
@@ -25,9 +26,13 @@ def atomic_write_bytes(path: Path, write: Any) -> None:
     The temporary file's name holds the writer's pid (.NAME.PID.XXXX.tmp), so the leftovers of a writer that
     was killed midway (SIGKILL, power loss) are removed by the next write of the same file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_dead_writers_leftovers(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    existed = path.exists()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_dead_writers_leftovers(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise write_error(path, e, existed) from None
     try:
         os.fchmod(fd, 0o666 & ~_umask())         # mkstemp makes 0600 files; give the usual permissions
         with os.fdopen(fd, "wb") as f:
@@ -35,9 +40,33 @@ def atomic_write_bytes(path: Path, write: Any) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:                          # ENOSPC, EDQUOT, EIO, EROFS: the old file is untouched
+        Path(tmp).unlink(missing_ok=True)
+        raise write_error(path, e, existed) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_if_empty(*folders: Path) -> None:
+    """After a failed first write (full disk, bad input), leave no empty folder behind; deepest first."""
+    for folder in folders:
+        try:
+            folder.rmdir()                    # only ever removes an empty folder
+        except OSError:
+            return
+
+
+def write_error(path: Path, e: OSError, existed: bool) -> UserError:
+    """One line for a file we could not write (full disk, quota, read-only file system), naming what is kept."""
+    import errno
+
+    fix = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space (disk quota exceeded)",
+           errno.EROFS: "the file system is read-only; choose a writable place"}.get(e.errno or 0,
+                                                                                    "choose a writable place")
+    kept = f"the previous {path.name} is unchanged" if existed else "nothing was written"
+    return UserError(f"{path}: cannot be written ({e.strerror or e.__class__.__name__}); {kept}; {fix} and "
+                     "rerun")
 
 
 def _remove_dead_writers_leftovers(path: Path) -> None:
@@ -71,8 +100,12 @@ def _umask() -> int:
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Serialized in memory first: torch.save reports a full disk as an opaque RuntimeError, a plain write as
+    the OSError it is (see atomic_write_bytes)."""
     payload = _canonical({"format_version": FORMAT_VERSION, **payload})
-    atomic_write_bytes(Path(path), lambda f: torch.save(payload, f))
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    atomic_write_bytes(Path(path), lambda f: f.write(buf.getbuffer()))
 
 
 def _canonical(obj: Any) -> Any:

@@ -10,7 +10,7 @@ from typing import Any, Iterator
 from ..config import config_hash, to_dict
 from ..errors import UserError
 from ..locking import FolderLock
-from .checkpoint import atomic_write_bytes, load_checkpoint
+from .checkpoint import atomic_write_bytes, load_checkpoint, remove_if_empty
 from .spec import TrainConfig
 
 CHECKPOINT, LAST, METRICS, TIMING = "checkpoint.pt", "last.pt", "metrics.jsonl", "timing.json"
@@ -74,10 +74,16 @@ def read_seconds(out: Path) -> float | None:
 
 
 @contextlib.contextmanager
-def training_lock(out: Path, rank: int) -> Iterator[None]:
-    """One training process per folder: two writing the same last.pt would interleave their epochs."""
+def training_lock(out: Path, rank: int, fresh: bool = False) -> Iterator[None]:
+    """One training process per folder: two writing the same last.pt would interleave their epochs. A `fresh`
+    folder (made by this run) that is still empty when training fails (a full disk at the first save) is removed."""
     if rank != 0:
         yield
         return
-    with FolderLock(out, "another training run ({who}) is writing this folder"):
-        yield
+    try:
+        with FolderLock(out, "another training run ({who}) is writing this folder"):
+            yield
+    except BaseException:
+        if fresh:
+            remove_if_empty(out)
+        raise

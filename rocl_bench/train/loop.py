@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from torch import nn
 from tqdm import tqdm
 
 from .. import distributed as dist
-from ..config import to_dict
+from ..config import exists, to_dict
 from ..data import ImageSet, dataset_info, epoch_batches, load_dataset
 from ..errors import DivergedError, UserError
 from ..methods import Method
@@ -34,8 +33,9 @@ RESERVED = ("epoch", "loss", "lr", "train_accuracy")     # metric names a method
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """All randomness of an epoch (order, augmentations, attack starts) from (seed, epoch): resumes repeat exactly."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    """All randomness of an epoch (order, augmentations, attack starts) from (seed, epoch): resumes repeat exactly.
+    Taken modulo 2**64, as torch reads seeds, so every 64-bit seed works and smaller ones draw as before."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) % 2**64)
 
 
 def rank_generator(seed: int, epoch: int, rank: int) -> torch.Generator:
@@ -82,12 +82,13 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
         raise UserError(f"{len(train_set)} training points cannot be shared by {world} processes")
     model, method, cfg = build(cfg, train_set)
     ident = identity_hash(cfg, file_sha256(Path(cfg.encoder)) if cfg.encoder else None)
+    fresh = not exists(out)
     state = dist.on_main(lambda: prepare_out(out, resume, ident))
     if state and "finished" in state:
         finished = state["finished"]
         log(f"{out}: already finished ({finished['epoch']} epochs); nothing to do")
         return {**finished, "train_seconds": finished.get("train_seconds", read_seconds(out))}
-    with training_lock(out, rank):
+    with training_lock(out, rank, fresh):
         model.to(device)
         method.modules.to(device)
         if device.type == "cuda" and cfg.channels_last:

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from ..config import from_mapping, require
+from ..config import check_seed, from_mapping, require
 from ..data import DATASETS
 from ..errors import UserError
 from ..methods import METHODS
@@ -48,6 +48,7 @@ class TrainConfig:
         require(1 <= self.epochs <= 100_000, f"{where}.epochs", f"must be between 1 and 100000, got {self.epochs}")
         require(self.batch_size >= 2, f"{where}.batch_size", f"must be at least 2, got {self.batch_size}")
         require(self.lr > 0, f"{where}.lr", f"must be positive, got {self.lr}")
+        check_seed(self.seed, f"{where}.seed")
         require(self.weight_decay >= 0, f"{where}.weight_decay", "must be >= 0")
         require(0 <= self.momentum < 1, f"{where}.momentum", "must be in [0, 1)")
         require(self.warmup_epochs >= 0 and self.warmup_multiplier >= 1, f"{where}.warmup_multiplier",

@@ -2,7 +2,8 @@
 
 Usage: python driver.py CASES.json RESULTS.json. CASES.json is a list of {id, argv, work} with placeholders
 already filled in. Each case runs with cwd = its work folder and a fresh sys.argv; its stdout is discarded and
-its stderr captured. A case that raises anything but SystemExit is recorded with its traceback.
+its stderr captured. A case that raises anything but SystemExit is recorded with its traceback. A case with
+`fault` runs with one os call failing as a full disk or read-only file system would make it fail.
 """
 from __future__ import annotations
 
@@ -25,6 +26,32 @@ def snapshot(folder: Path) -> dict[str, str]:
     return out
 
 
+@contextlib.contextmanager
+def fault(spec: dict | None):
+    """Simulate a full disk or a read-only file system: os.<call> (fsync, pwrite, mkdir) fails with `errno` for
+    files whose name matches `match` (fnmatch), as the kernel would report it. Restored after the case."""
+    if not spec:
+        yield
+        return
+    import errno
+    import fnmatch
+
+    code = getattr(errno, spec["errno"])
+    real = getattr(os, spec["call"])
+
+    def failing(target, *args, **kwargs):
+        path = os.readlink(f"/proc/self/fd/{target}") if isinstance(target, int) else os.fspath(target)
+        if fnmatch.fnmatch(os.path.basename(path), spec.get("match", "*")):
+            raise OSError(code, os.strerror(code))
+        return real(target, *args, **kwargs)
+
+    setattr(os, spec["call"], failing)
+    try:
+        yield
+    finally:
+        setattr(os, spec["call"], real)
+
+
 def run_case(case: dict) -> dict:
     from rocl_bench.cli import main
 
@@ -34,7 +61,7 @@ def run_case(case: dict) -> dict:
     err, out = io.StringIO(), io.StringIO()
     sys.argv = ["rocl-bench", *case["argv"]]
     t0 = time.perf_counter()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), fault(case.get("fault")):
         try:
             code = main(list(case["argv"]))
         except SystemExit as e:            # argparse
