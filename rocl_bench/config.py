@@ -159,6 +159,16 @@ def load_yaml(path: str | Path) -> Any:
         raise UserError(f"{p}: a value cannot be read ({shown(str(e), 100)}); shorten it") from None
 
 
+class NonFiniteJSON(ValueError):
+    """JSON's NaN / Infinity / -Infinity: no file we read may hold them (an accuracy or tolerance of that value
+    would compare as never moved)."""
+
+
+def refuse_json_constant(name: str) -> Any:
+    """`parse_constant` for json.loads: refuse NaN and the infinities instead of reading them as floats."""
+    raise NonFiniteJSON(f"{name} is not a number this file may hold")
+
+
 def shown(value: Any, limit: int = 80) -> str:
     """A user's value inside a one-line message: quoted, escaped when it holds control characters, shortened.
     Work is bounded by `limit`, never by the value's size (an alias-expanded tree, a huge integer)."""

@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from ..config import read_limited
+from ..config import NonFiniteJSON, read_limited, refuse_json_constant, shown
 from ..errors import UserError
 from ..record import RecordFile, warn_stderr
 from .records import same_eps
@@ -108,24 +108,15 @@ def _fraction(cell: Mapping[str, Any], key: str, where: str, required: bool) -> 
 BASELINE_LIMIT = 64 * 2**20
 
 
-class _NotFinite(ValueError):
-    """JSON's NaN / Infinity / -Infinity: a tolerance or accuracy of that value would switch the check off."""
-
-
-def _no_constant(name: str) -> float:
-    raise _NotFinite(name)
-
-
 def load_baseline(path: str | Path) -> Baseline:
     p = Path(path)
     if not p.exists():
         raise UserError(f"{p}: baseline not found; write one with 'rocl-bench baseline RESULTS --out {p}'")
     raw = read_limited(p, BASELINE_LIMIT, "baseline JSON file")   # a FIFO or /dev/zero is refused, not read
     try:
-        data = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
-    except _NotFinite as e:
-        raise UserError(f"{p}: holds {e}, which is not a number a baseline can compare; re-create the baseline "
-                        f"with 'rocl-bench baseline'") from None
+        data = json.loads(raw.decode("utf-8"), parse_constant=refuse_json_constant)
+    except NonFiniteJSON as e:
+        raise UserError(f"{p}: {e}; re-create the baseline with 'rocl-bench baseline'") from None
     except json.JSONDecodeError as e:
         raise UserError(f"{p}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno}); fix or re-create "
                         f"the baseline") from None
@@ -163,24 +154,18 @@ def load_baseline(path: str | Path) -> Baseline:
             _fraction(c, "robust_accuracy", where, True)
             _fraction(c, "clean_accuracy", where, False)
             if c.get("source") is not None and (not isinstance(c["source"], str) or not c["source"]):
-                raise UserError(f"{where}: 'source' is {_short(c['source'])}; expected a model id or null")
+                raise UserError(f"{where}: 'source' is {shown(c['source'])}; expected a model id or null")
             n = c.get("n")
             if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
-                raise UserError(f"{where}: 'n' is {_short(n)}; expected a whole number of test points >= 1 or null")
+                raise UserError(f"{where}: 'n' is {shown(n)}; expected a whole number of test points >= 1 or null")
         for key in ("label", "model"):
             if c.get(key) is not None and not isinstance(c[key], str):
-                raise UserError(f"{where}: '{key}' is {_short(c[key])}; expected a string")
+                raise UserError(f"{where}: '{key}' is {shown(c[key])}; expected a string")
         aliases = c.get("aliases")
         if aliases is not None and (not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases)):
-            raise UserError(f"{where}: 'aliases' is {_short(aliases)}; expected a list of label strings")
+            raise UserError(f"{where}: 'aliases' is {shown(aliases)}; expected a list of label strings")
         out.append(Cell(i, c))
     return Baseline(p, data, out)
-
-
-def _short(value: Any) -> str:
-    """A value for a one-line error, cut before it can flood the terminal."""
-    text = json.dumps(value, default=str) if not isinstance(value, float) else repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def parse_column(desc: Any, where: str = "column") -> tuple[str, str | None, float | None]:
