@@ -81,7 +81,7 @@ def test_a_bad_line_is_reported_with_its_number_skipped_and_the_rest_read(tmp_pa
     said: list[str] = []
     recs = load(tmp_path, warn=said.append)
     assert [r.attack for r in recs.all] == ["pgd", "cw"] and recs.skipped == [2, 3, 4]
-    assert said[0].endswith(":2: not a usable record (NaN is not a number a record may hold), line skipped")
+    assert said[0].endswith(":2: not a usable record (NaN is not a number this file may hold), line skipped")
     assert ":3: not a usable record (n=-2 is not a positive integer), line skipped" in said[1]
     assert ":4: not a usable record (a JSON list, not an object), line skipped" in said[2]
     (tmp_path / RECORDS_FILE).write_text(lines[1] + "\n")
