@@ -1,4 +1,4 @@
-"""Python entry points: evaluate your own nn.Module, run a suite, train a config, list what is registered."""
+"""Python entry points: evaluate your own nn.Module, run a suite, list what is registered (numbers out, no CLI)."""
 from __future__ import annotations
 
 import time
@@ -20,12 +20,10 @@ def evaluate(model: nn.Module, attacks: Mapping[str, Any], data: str | tuple[tor
     import pandas as pd
 
     from .attacks.evaluate import evaluate as run_attack
-    from .attacks.registry import build_attack
+    from .attacks import build_attack
     from .data import load_dataset
-    from .report.records import encode_mask
-    from .train.loop import resolve_device
-
-    from .runtime import fast_cpu_math
+    from .record import encode_mask
+    from .runtime import fast_cpu_math, resolve_device
 
     fast_cpu_math()
     dev = resolve_device(device)
@@ -65,8 +63,8 @@ def list_methods() -> list[str]:
 
 
 def list_attacks() -> list[str]:
-    from .attacks.registry import ATTACKS
-    return ATTACKS.names()
+    from .attacks import suite_attack_names
+    return suite_attack_names()
 
 
 def list_datasets() -> list[str]:

@@ -10,7 +10,6 @@ import yaml
 
 from .version import __version__
 from .errors import UserError
-from .runtime import fast_cpu_math
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -284,15 +283,14 @@ def _remove_empty(dirs: list[Path]) -> None:
 def _output_folder(args: argparse.Namespace) -> str | Path | None:
     if getattr(args, "out", None):
         return args.out
-    if getattr(args, "command", None) == "run":           # as bench.runner.output_dir, without validating twice
+    if getattr(args, "command", None) == "run":           # bench.runner.output_dir's rule, without validating twice
         try:
+            from .bench.suite import results_folder
             from .config import load_yaml
 
             raw = load_yaml(args.suite)
-            folder = (raw.get("output") or {}).get("dir")
-            if folder:
-                return (Path(args.suite).resolve().parent / folder).resolve()
-            return Path("results") / str(raw.get("name") or Path(args.suite).stem)
+            return results_folder(Path(args.suite), (raw.get("output") or {}).get("dir"),
+                                  str(raw.get("name") or Path(args.suite).stem))
         except Exception:                                  # an invalid suite: run_suite will say why
             return None
     return None
@@ -325,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from .runtime import fast_cpu_math
+
     fast_cpu_math()
     created = _new_dirs(_output_folder(args))
     try:

@@ -50,10 +50,6 @@ def world() -> int:
     return dist.get_world_size() if active() else 1
 
 
-def local_rank() -> int:
-    return int(os.environ.get("LOCAL_RANK", "0")) if active() else 0
-
-
 def is_main() -> bool:
     return rank() == 0
 

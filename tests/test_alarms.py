@@ -21,6 +21,7 @@ import torch
 
 from rocl_bench.bench.runner import run_suite
 from rocl_bench.bench.sanity import cell_warnings
+from rocl_bench.record import Record
 
 from util import quick_train
 
@@ -129,7 +130,7 @@ def records(tmp_path_factory):
         torch.set_num_threads(threads)
         torch.set_flush_denormal(False)      # run_suite turned it on for this whole process
         sys.modules.pop("alarmnets", None)
-    return {(r["model"], r["attack"]): r for r in recs}, log
+    return {(r.model, r.attack): r.to_dict() for r in recs}, log
 
 
 def warnings_of(records, model, attack):
@@ -181,8 +182,8 @@ def test_a_randomized_model_is_flagged(records):
 def _rec(attack, kind, robust, eps=0.3, clean=0.9, norm="linf", model="m"):
     spec = {"type": kind, "norm": norm, "eps": eps} if kind != "transfer" else \
         {"type": "transfer", "source": "s", "crafted_with": {"type": "pgd", "norm": norm, "eps": eps}}
-    return {"model": model, "attack": attack, "attack_spec": spec, "robust_accuracy": robust,
-            "clean_accuracy": clean}
+    return Record.from_dict({"model": model, "attack": attack, "attack_spec": spec, "robust_accuracy": robust,
+                             "clean_accuracy": clean})
 
 
 @pytest.mark.parametrize("first,second,needle", [

@@ -294,8 +294,9 @@ def test_sharded_evaluation_gives_the_single_process_records(runs):
 
 def _worker_run(out: Path) -> dict:
     from rocl_bench import distributed as dist
-    from rocl_bench.attacks.library import APGD, FGSM
-    from rocl_bench.attacks.registry import PGD
+    from rocl_bench.attacks.iterative import PGD
+    from rocl_bench.attacks.pyautoattack_adapters import APGD
+    from rocl_bench.attacks.torchattacks_adapters import FGSM
     from rocl_bench.bench.runner import run_suite
     from rocl_bench.errors import UserError
 
@@ -310,7 +311,7 @@ def _worker_run(out: Path) -> dict:
         cls.run_with_flags = counted
     records = run_suite(out / "suite.yaml", out=str(out / "dist"), progress=False, log=quiet)
     keep = ("model", "attack", "source", "clean_mask", "robust_mask", "clean_accuracy", "robust_accuracy", "flags")
-    calls["returned"] = [{k: r[k] for k in keep} for r in records]
+    calls["returned"] = [{k: r.to_dict()[k] for k in keep} for r in records]
     if dist.is_main():                   # a live process holds the lock: rank 0 refuses, and so must rank 1
         (out / "dist" / ".lock").write_text(str(os.getppid()))
     dist.barrier()
@@ -355,8 +356,8 @@ def test_one_process_is_untouched():
 def test_which_cells_are_sharded():
     """Sharded cells move the generator past other ranks' batches with the exact draws of the attack."""
     from rocl_bench.attacks.evaluate import evaluate
-    from rocl_bench.attacks.registry import build_attack
-    from rocl_bench.bench.runner import chunk_skipper, deterministic
+    from rocl_bench.attacks import build_attack
+    from rocl_bench.bench.runner import deterministic
     from rocl_bench.models.smoothing import SmoothedClassifier
 
     sharded = [{"type": "clean"}, {"type": "pgd", "eps": 0.1}, {"type": "pgd", "norm": "l2", "eps": 0.5},
@@ -365,8 +366,8 @@ def test_which_cells_are_sharded():
                {"type": "square", "eps": 0.1}]
     whole = [{"type": "autoattack", "eps": 0.1}, {"type": "pgd", "eps": 0.1, "restarts": 3},
              {"type": "eot-pgd", "eps": 0.1}]
-    assert all(chunk_skipper(build_attack(a)) is not None for a in sharded)
-    assert all(chunk_skipper(build_attack(a)) is None for a in whole)
+    assert all(build_attack(a).skip_draws() is not None for a in sharded)
+    assert all(build_attack(a).skip_draws() is None for a in whole)
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
     assert deterministic(net) and not deterministic(SmoothedClassifier(net, samples=2))
     # the skipper draws what attacking the batch draws: a batch skipped, then the next one attacked, gives
@@ -377,7 +378,7 @@ def test_which_cells_are_sharded():
         attack = build_attack(spec)
         g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
         attack.run(net, x[:4], y[:4], g1)
-        chunk_skipper(attack)(x[:4], g2)
+        attack.skip_draws()(x[:4], g2)
         assert torch.equal(g1.get_state(), g2.get_state()), spec
     assert evaluate(net, build_attack(sharded[1]), x, y).n == 8
 

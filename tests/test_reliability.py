@@ -416,7 +416,7 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(suite, zygote, tmp_path):
 RACE = """
 import json, os, sys, time
 from pathlib import Path
-from rocl_bench.bench.records import ResultsLock
+from rocl_bench.bench.provenance import ResultsLock
 from rocl_bench.errors import UserError
 
 start = time.time() + 0.3
@@ -510,7 +510,7 @@ attacks:
 
 
 def test_a_second_run_on_the_same_folder_refuses_and_a_dead_owner_is_taken_over(zygote, tmp_path):
-    from rocl_bench.bench.records import ResultsLock
+    from rocl_bench.bench.provenance import ResultsLock
     from rocl_bench.locking import start_time
 
     (tmp_path / "long.yaml").write_text(LONG)
@@ -587,9 +587,9 @@ def test_corrupted_record_lines_are_reported_with_their_line_numbers_and_skipped
         assert f"records.jsonl:{number}:" in captured.err
     assert "| External |" in captured.out
 
-    from rocl_bench.report.records import load_records
+    from rocl_bench.record import load
 
-    latest = {r["config_hash"]: r for r in load_records(out, warn=lambda s: None).latest()}
+    latest = {r.config_hash: r.to_dict() for r in load(out, warn=lambda s: None).latest()}
     assert latest.keys() == {r["config_hash"] for r in base}
     for r in base:
         h = r["config_hash"]

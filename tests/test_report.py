@@ -18,8 +18,9 @@ import pytest
 from rocl_bench.errors import UserError
 from rocl_bench.report import check as check_mod
 from rocl_bench.report import commands, tables
-from rocl_bench.report.records import (decode_mask, encode_mask, eps_text, latest_per_cell, load_records,
-                                       model_label)
+from rocl_bench.record import Record, decode_mask, encode_mask, latest_per_cell
+from rocl_bench.record import load as load_records
+from rocl_bench.report.records import eps_text
 
 FIXTURE = Path(__file__).parent / "fixtures" / "records_small.jsonl"
 PAPER = Path(__file__).resolve().parents[1] / "baselines" / "paper" / "rocl_cifar10_resnet18.json"
@@ -74,10 +75,10 @@ def test_fixture_masks_match_accuracies():
 
 def test_latest_record_wins():
     recs = load_records(FIXTURE)
-    old = [r for r in recs.all if (r["model"], r["attack"]) == ("rocl_rle", "pgd_linf_seen")]
-    assert [r["robust_accuracy"] for r in old] == [0.2, 0.475]  # superseded first, re-run later in the file
-    latest = [r for r in recs.latest() if (r["model"], r["attack"]) == ("rocl_rle", "pgd_linf_seen")]
-    assert len(latest) == 1 and latest[0]["robust_accuracy"] == 0.475
+    old = [r for r in recs.all if (r.model, r.attack) == ("rocl_rle", "pgd_linf_seen")]
+    assert [r.robust_accuracy for r in old] == [0.2, 0.475]  # superseded first, re-run later in the file
+    latest = [r for r in recs.latest() if (r.model, r.attack) == ("rocl_rle", "pgd_linf_seen")]
+    assert len(latest) == 1 and latest[0].robust_accuracy == 0.475
     table = main_table()
     seen = next(c for c in table.columns if c.attack == "pgd_linf_seen")
     assert table.value("rocl_rle", seen) == pytest.approx(47.5)
@@ -85,8 +86,9 @@ def test_latest_record_wins():
     a = {"model": "m", "attack": "x", "robust_accuracy": 0.1}
     t1 = {"model": "m", "attack": "t", "source": "s1", "robust_accuracy": 0.3}
     t2 = {"model": "m", "attack": "t", "source": "s2", "robust_accuracy": 0.4}
-    out = latest_per_cell([a, t1, t2, {**a, "robust_accuracy": 0.2}, {**t1, "robust_accuracy": 0.5}])
-    got = {(r["attack"], r.get("source")): r["robust_accuracy"] for r in out}
+    out = latest_per_cell([Record.from_dict(d) for d in
+                           (a, t1, t2, {**a, "robust_accuracy": 0.2}, {**t1, "robust_accuracy": 0.5})])
+    got = {(r.attack, r.source): r.robust_accuracy for r in out}
     assert got == {("x", None): 0.2, ("t", "s1"): 0.5, ("t", "s2"): 0.4}
 
 
@@ -106,13 +108,9 @@ def test_corrupted_line_is_reported_with_its_number_and_skipped(tmp_path, capsys
     assert ":5:" in captured.err and "| Standard |" in captured.out
 
 
-def test_label_fallback_from_method():
-    assert model_label({"model": "rocl_at", "method": "finetune"}) == "RoCL + AT"
-    assert model_label({"model": "rocl_trades", "method": "finetune"}) == "RoCL + TRADES"
-    assert model_label({"model": "x", "method": "linear", "encoder_method": "simclr"}) == "SimCLR + LE"
-    assert model_label({"model": "rocl_rle", "method": "robust-linear"}) == "RoCL + rLE"
-    assert model_label({"model": "m", "method": "madry"}) == "Madry AT"
-    assert model_label({"model": "m", "method": "madry", "label": "Mine"}) == "Mine"
+def test_row_name_is_the_label_else_the_model_id():
+    assert Record.from_dict({"model": "m", "attack": "a", "robust_accuracy": 0.1, "label": "Mine"}).name == "Mine"
+    assert Record.from_dict({"model": "m", "attack": "a", "robust_accuracy": 0.1}).name == "m"
 
 
 def test_eps_text():
@@ -255,13 +253,13 @@ def test_compare_counts_points_each_model_alone_keeps(capsys, tmp_path):
 
 
 def test_worst_case_is_and_of_masks():
-    latest = [r for r in load_records(FIXTURE).latest() if r["model"] == "madry"]
+    latest = [r for r in load_records(FIXTURE).latest() if r.model == "madry"]
     group = {"norm": "linf", "eps": 8 / 255}
-    eight = [r for r in latest if r["attack"] in ("pgd_linf_seen", "fgsm_linf_seen", "aa_linf", "square_linf",
+    eight = [r for r in latest if r.attack in ("pgd_linf_seen", "fgsm_linf_seen", "aa_linf", "square_linf",
                                                    "transfer_pgd_linf")]
-    expected = np.logical_and.reduce([decode_mask(r["robust_mask"], 40) for r in eight]).mean()
+    expected = np.logical_and.reduce([decode_mask(r.robust_mask, 40) for r in eight]).mean()
     assert tables.worst_case(latest, group) == pytest.approx(expected)
-    assert tables.worst_case(latest, lambda r: r["attack"] == "pgd_linf_seen") == pytest.approx(0.45)
+    assert tables.worst_case(latest, lambda r: r.attack == "pgd_linf_seen") == pytest.approx(0.45)
     assert tables.worst_case(latest, {"norm": "l2", "eps": 3.0}) is None
     table = main_table()
     worst = next(c for c in table.columns if c.kind == "worst")
@@ -277,7 +275,7 @@ def test_table_errors(tmp_path, capsys):
     assert cli("table", tmp_path) == 2
     err = capsys.readouterr().err
     assert "not found" in err and "no records.jsonl" in err and "no usable records" in err
-    assert load_records(tmp_path, allow_empty=True).records == []
+    assert load_records(tmp_path, allow_empty=True).all == []
     assert ":1: not valid JSON" in capsys.readouterr().err              # the bad line is still reported
 
 

@@ -10,7 +10,7 @@ import torch
 import rocl_bench
 from rocl_bench.bench.runner import run_suite
 from rocl_bench.errors import UserError
-from rocl_bench.report.records import decode_mask
+from rocl_bench.record import SCHEMA, decode_mask
 
 SUITE = """
 name: tiny
@@ -37,7 +37,7 @@ REQUIRED = ("suite", "model", "method", "dataset", "split", "n", "attack", "atta
 def first_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("suite")
     (root / "tiny.yaml").write_text(SUITE)
-    records = run_suite(root / "tiny.yaml", out=str(root / "out"), **QUIET)
+    records = [r.to_dict() for r in run_suite(root / "tiny.yaml", out=str(root / "out"), **QUIET)]
     return root, records
 
 
@@ -49,7 +49,7 @@ def test_records_hold_every_cell_with_provenance(first_run):
     for rec in map(json.loads, lines):
         for key in REQUIRED:
             assert key in rec, key
-        assert rec["n"] == 120 and rec["dataset"] == "digits"
+        assert rec["n"] == 120 and rec["dataset"] == "digits" and rec["schema"] == SCHEMA
         assert 0 <= rec["robust_accuracy"] <= rec["clean_accuracy"] <= 1
         for lib in ("torch", "torchattacks", "pyautoattack", "rocl_bench"):
             assert lib in rec["versions"]
@@ -79,7 +79,7 @@ def test_rerun_reuses_every_cell_and_model(first_run):
     before = (root / "out" / "records.jsonl").read_bytes()
     again = run_suite(root / "tiny.yaml", out=str(root / "out"), **QUIET)
     assert (root / "out" / "records.jsonl").read_bytes() == before
-    assert [r["config_hash"] for r in again] == [r["config_hash"] for r in records]
+    assert [r.to_dict() for r in again] == records              # the reused cells, read back from the file
 
 
 def test_changed_attack_reruns_only_its_cells(first_run, tmp_path):
@@ -114,7 +114,7 @@ def test_a_record_without_clean_accuracy_is_rerun_not_a_crash(first_run, tmp_pat
                for line in log), log
     after = [json.loads(x) for x in (tmp_path / "out" / "records.jsonl").read_text().splitlines()]
     assert {(r["model"], r["attack"]) for r in after[len(kept):]} == {("standard", "clean"), ("standard", "pgd_large")}
-    assert len(again) == len(first_run[1]) and all("clean_accuracy" in r for r in again)
+    assert len(again) == len(first_run[1]) and all(r.clean_accuracy is not None for r in again)
 
 
 def test_a_model_at_chance_level_is_warned_in_its_records(tmp_path):
@@ -135,21 +135,23 @@ def test_a_model_at_chance_level_is_warned_in_its_records(tmp_path):
     records = run_suite(tmp_path / "s.yaml", out=str(tmp_path / "out"), **QUIET)
     assert len(records) == 2
     for rec in records:
-        assert rec["clean_accuracy"] <= 0.11
-        assert any("at chance level" in w for w in rec["warnings"]), rec["warnings"]
+        assert rec.clean_accuracy <= 0.11
+        assert any("at chance level" in w for w in rec.warnings), rec.warnings
 
 
-def test_transfer_uses_only_the_source_gradients(first_run):
-    """The target is a frozen model whose forward records calls: crafting must not touch it."""
+def test_transfer_uses_only_the_source_gradients(first_run, tmp_path):
+    """The target is wrapped in a spy that logs every call it gets: the transfer cell judges with it, and
+    crafting never differentiates it; the cell it computes is the one the suite recorded."""
     _, records = first_run
     transfer = [r for r in records if r["attack_spec"]["type"] == "transfer"]
     assert {(r["source"], r["model"]) for r in transfer} == {("standard", "madry"), ("madry", "standard")}
-    from rocl_bench.bench.runner import Runner
     from rocl_bench.bench.models import ReadyModel
+    from rocl_bench.bench.runner import Runner
     from rocl_bench.bench.suite import load_suite
-    import tempfile
+    from rocl_bench.models.loading import classifier_from_checkpoint
+    from rocl_bench.train import load_checkpoint
 
-    calls = {"target": 0}
+    with_gradients: list[bool] = []
 
     class Spy(torch.nn.Module):
         def __init__(self, inner):
@@ -157,26 +159,31 @@ def test_transfer_uses_only_the_source_gradients(first_run):
             self.inner = inner
 
         def forward(self, x):
-            calls["target"] += 1
-            assert not torch.is_grad_enabled() or not x.requires_grad, "target called with gradients"
+            with_gradients.append(torch.is_grad_enabled() and x.requires_grad)
             return self.inner(x)
 
     root = first_run[0]
     suite = load_suite(root / "tiny.yaml")
-    runner = Runner(suite, root / "out", torch.device("cpu"), False, lambda s: None)
+    runner = Runner(suite, tmp_path / "out", torch.device("cpu"), False, lambda s: None)
     runner.load_test_set()
-    from rocl_bench.train import load_checkpoint
-    from rocl_bench.models.loading import classifier_from_checkpoint
-    src_dir = next((root / "out" / "models").glob("madry-*"))
-    tgt_dir = next((root / "out" / "models").glob("standard-*"))
-    src = classifier_from_checkpoint(load_checkpoint(src_dir / "checkpoint.pt"), "src")
-    tgt = classifier_from_checkpoint(load_checkpoint(tgt_dir / "checkpoint.pt"), "tgt")
-    x_adv = runner.craft(ReadyModel("madry", "M", "madry", "mlp", "k", None, None, src), suite.attacks["pgd_small"])
-    assert calls["target"] == 0
-    spy = Spy(tgt)
+
+    def ready(name, wrap=lambda m: m):
+        ck = next((root / "out" / "models").glob(f"{name}-*")) / "checkpoint.pt"
+        module = wrap(classifier_from_checkpoint(load_checkpoint(ck), ck))
+        return ReadyModel(name, name, name, "mlp", name, ck, None, module)
+
+    source, target = ready("madry"), ready("standard", Spy)
+    runner.transfer_cell(source, suite.attacks["pgd_small"], target, {})
+    assert with_gradients and not any(with_gradients), with_gradients
+    (rec,) = runner.new
+    (stored,) = [r for r in transfer if (r["source"], r["model"]) == ("madry", "standard")]
+    assert rec.robust_mask == stored["robust_mask"] and rec.clean_mask == stored["clean_mask"]
+    # and the cell's verdict is the target's own on the source's adversarial examples
+    x_adv = runner.craft(source, suite.attacks["pgd_small"])
     with torch.no_grad():
-        spy(x_adv)
-    assert calls["target"] == 1
+        tgt = target.module.inner
+        expected = (tgt(runner.x).argmax(1) == runner.y) & (tgt(x_adv).argmax(1) == runner.y)
+    assert torch.equal(torch.from_numpy(decode_mask(rec.robust_mask, rec.n)), expected)
 
 
 def test_lock_refuses_a_second_writer_and_takes_over_a_stale_one(first_run):
@@ -193,7 +200,7 @@ def test_lock_refuses_a_second_writer_and_takes_over_a_stale_one(first_run):
 def test_only_and_limit_select_models_and_points(first_run, tmp_path):
     root, _ = first_run
     recs = run_suite(root / "tiny.yaml", out=str(tmp_path / "o"), only=["standard"], limit=60, **QUIET)
-    assert {r["model"] for r in recs} == {"standard"} and all(r["n"] == 60 for r in recs)
+    assert {r.model for r in recs} == {"standard"} and all(r.n == 60 for r in recs)
     with pytest.raises(UserError, match="did you mean 'madry'"):
         run_suite(root / "tiny.yaml", out=str(tmp_path / "o"), only=["madri"], **QUIET)
 
@@ -222,7 +229,7 @@ def test_factory_model_in_a_suite(tmp_path):
         recs = run_suite(tmp_path / "s.yaml", out=str(tmp_path / "o"), **QUIET)
     finally:
         sys.path.remove(str(tmp_path))
-    assert recs[0]["model"] == "mine" and recs[0]["n"] == 40
+    assert recs[0].model == "mine" and recs[0].n == 40
 
 
 def test_cli_run_prints_the_plan_and_a_summary(first_run):

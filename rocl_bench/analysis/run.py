@@ -13,6 +13,7 @@ from ..data import dataset_info, epoch_batches, load_dataset
 from ..data.augment import AugmentSpec, augment
 from ..errors import UserError
 from ..models.loading import classifier_from_checkpoint
+from ..render import csv, latex, markdown, tex_escape
 from ..train import load_checkpoint
 from ..train.checkpoint import atomic_write_bytes
 from .metrics import alignment, class_margin, false_negative_fraction, relative_change, uniformity
@@ -90,8 +91,6 @@ def analyze_one(name: str, path: Path, data_root: str | None, limit: int, seed: 
 
 def _cell_tex(v: Any) -> str:
     """Strings escaped, counts as integers, measurements to 3 decimals, missing values (None/NaN) as --."""
-    from ..report.tables import tex_escape
-
     if isinstance(v, str):
         return tex_escape(v)
     if v is None or v != v:
@@ -99,22 +98,21 @@ def _cell_tex(v: Any) -> str:
     return str(v) if isinstance(v, int) else f"{v:.3f}"
 
 
-def _latex(df: Any, caption: str) -> str:
-    from ..report.tables import tex_escape
-
-    body = df.style.format(precision=3, na_rep="--").format_index(escape="latex", axis=1).hide(axis="index")
-    body = body.format(_cell_tex)
-    return body.to_latex(hrules=True, caption=tex_escape(caption), position="htbp", position_float="centering",
-                         label="tab:rocl-bench-analysis")
+def _cell_md(v: Any) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else ("–" if v is None else str(v))
 
 
-def _markdown(df: Any, caption: str) -> str:
-    cols = list(df.columns)
-    lines = [f"*{caption}*", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, r in df.iterrows():
-        lines.append("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else ("–" if v is None else str(v))
-                                       for v in r) + " |")
-    return "\n".join(lines) + "\n"
+def render_analysis(df: Any, caption: str) -> dict[str, str]:
+    """analysis.{csv,md,tex} of the metrics table (one row per encoder), through the shared renderer."""
+    import pandas as pd
+
+    header = [str(c) for c in df.columns]
+    rows = [list(r) for _, r in df.iterrows()]
+    numeric = "".join("r" if pd.api.types.is_numeric_dtype(df[c]) else "l" for c in df.columns)
+    return {"analysis.csv": csv(header, df.itertuples(index=False)),
+            "analysis.md": markdown(header, [[_cell_md(v) for v in r] for r in rows], caption),
+            "analysis.tex": latex(header, [[_cell_tex(v) for v in r] for r in rows], tex_escape(caption),
+                                  "tab:rocl-bench-analysis", column_format=numeric)}
 
 
 def sensitivity_figure(rows: list[dict[str, Any]]) -> Any:
@@ -157,9 +155,7 @@ def analyze(paths: list[str], out: str | Path, data_root: str | None = None, lim
                "uniformity (Wang & Isola 2020; lower is better for both), class margin (nearest other-class "
                "centroid minus own centroid, over the class spread), false-negative share of a training batch, "
                "and relative representation change under random and instance-wise perturbations")
-    shown = df.drop(columns=["eps_unit"])
-    for name, text in (("analysis.csv", shown.to_csv(index=False)), ("analysis.md", _markdown(shown, caption)),
-                       ("analysis.tex", _latex(shown, caption))):
+    for name, text in render_analysis(df.drop(columns=["eps_unit"]), caption).items():
         atomic_write_bytes(out / name, lambda f, t=text: f.write(t.encode()))
     fig = sensitivity_figure(rows)
     buf = io.BytesIO()

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from .library import forked_rng
+from ..runtime import eval_mode, forked_rng
+from .base import Attack
 from .projections import distance
-from .registry import Attack
 
 REL_TOL = 1e-5       # ε-ball tolerance, relative to ε (float round-off of x + δ − x)
 ABS_TOL = 1e-6       # absolute slack for the ball and for the [0, 1] box
@@ -102,29 +102,24 @@ def evaluate(model: nn.Module, attack: Attack, x: torch.Tensor, y: torch.Tensor,
         raise UserError(f"attacks expect images in [0, 1], got values in [{float(x.min()):.4g}, "
                         f"{float(x.max()):.4g}]; pass unnormalised images (models normalise inside)")
     attack.check_input(x)
-    was = model.training
-    model.eval()
-    try:
-        with forked_rng(x.device, seed):
-            g = torch.Generator().manual_seed(seed)
-            clean_correct = _predict(attack, model, x, batch_size) == y
-            robust = torch.zeros_like(clean_correct)
-            x_adv_all = x.clone() if return_adv else None
-            flags: list[str] = []
-            todo = clean_correct.nonzero().flatten()
-            chunks = [todo] if attack.batches_itself else list(todo.split(batch_size))
-            for idx in chunks:
-                if idx.numel() == 0:
-                    continue
-                xb, yb = x[idx], y[idx]
-                x_adv, new_flags = attack.run_with_flags(model, xb, yb, g, batch_size=batch_size)
-                check_bounds(attack, xb, x_adv)
-                robust[idx] = _predict(attack, model, x_adv, batch_size) == yb
-                for f in new_flags:
-                    if f not in flags:
-                        flags.append(f)
-                if x_adv_all is not None:
-                    x_adv_all[idx] = x_adv.to(x_adv_all.dtype)
-    finally:
-        model.train(was)
+    with eval_mode(model), forked_rng(x.device, seed):
+        g = torch.Generator().manual_seed(seed)
+        clean_correct = _predict(attack, model, x, batch_size) == y
+        robust = torch.zeros_like(clean_correct)
+        x_adv_all = x.clone() if return_adv else None
+        flags: list[str] = []
+        todo = clean_correct.nonzero().flatten()
+        chunks = [todo] if attack.batches_itself else list(todo.split(batch_size))
+        for idx in chunks:
+            if idx.numel() == 0:
+                continue
+            xb, yb = x[idx], y[idx]
+            x_adv, new_flags = attack.run_with_flags(model, xb, yb, g, batch_size=batch_size)
+            check_bounds(attack, xb, x_adv)
+            robust[idx] = _predict(attack, model, x_adv, batch_size) == yb
+            for f in new_flags:
+                if f not in flags:
+                    flags.append(f)
+            if x_adv_all is not None:
+                x_adv_all[idx] = x_adv.to(x_adv_all.dtype)
     return EvalResult(clean_correct, robust, flags, x_adv_all)

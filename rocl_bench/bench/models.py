@@ -15,7 +15,7 @@ from ..models.loading import check_outputs, check_tensors, classifier_from_check
 from ..models.smoothing import SmoothedClassifier
 from ..train import load_checkpoint, train
 from ..train.checkpoint import file_sha256, remove_if_empty
-from ..train.loop import identity_hash, legacy_identity_hash
+from ..train.folder import identity_hash
 from .suite import ModelEntry, Suite, import_factory, smoothing_spec
 
 
@@ -89,11 +89,6 @@ def prepare_models(suite: Suite, out: Path, device: torch.device, names: list[st
                           else file_sha256(Path(cfg.encoder)) if cfg.encoder else None)
             keys[name] = identity_hash(cfg, encoder_id)
             folder = inside(out, out / "models" / f"{name}-{keys[name]}", f"{suite.path}: models.{name}")
-            if not folder.exists():       # a folder named by rocl-bench 0.1.0's key (paths included) is the same run
-                old_cfg = dataclasses.replace(cfg, encoder=keys[entry.encoder_ref]) if entry.encoder_ref else cfg
-                old_key = legacy_identity_hash(old_cfg)
-                if (out / "models" / f"{name}-{old_key}").exists():
-                    keys[name], folder = old_key, out / "models" / f"{name}-{old_key}"
             done = folder / "checkpoint.pt"
             if not done.exists():
                 log(f"training {name} ({cfg.method}, {cfg.model}, {cfg.epochs} epochs) -> {folder}")

@@ -12,22 +12,22 @@ import torch
 from torch import nn
 
 from .. import distributed as dist
+from ..attacks import Attack
+from ..attacks.base import Skip
 from ..attacks.evaluate import EvalResult, check_bounds, evaluate
-from ..attacks.library import APGD, CW, FGSM, Square, draw_seed, forked_rng
-from ..attacks.projections import random_start
-from ..attacks.registry import PGD, Attack, Clean
+from ..attacks.transfer import Transfer
 from ..config import config_hash
 from ..data import dataset_info, load_dataset, stratified_subset
 from ..errors import UserError, suggest
 from ..methods import METHODS
 from ..models.smoothing import SmoothedClassifier
-from ..report.records import encode_mask, load_records, run_problem
+from ..record import RECORDS_FILE, Record, append, encode_mask, load
+from ..runtime import eval_mode, fast_cpu_math, forked_rng, resolve_device
 from ..train.checkpoint import atomic_write_bytes
-from ..train.loop import resolve_device
 from .models import ReadyModel, prepare_models
-from .records import RECORDS, ResultsLock, append_record, git_commit, peak_memory_mb, timestamp, versions
+from .provenance import ResultsLock, git_commit, peak_memory_mb, timestamp, versions
 from .sanity import cell_warnings
-from .suite import AttackEntry, Suite, load_suite
+from .suite import AttackEntry, Suite, load_suite, results_folder
 
 
 def _limited(suite: Suite, limit: int | None) -> Suite:
@@ -48,11 +48,8 @@ def _limited(suite: Suite, limit: int | None) -> Suite:
 
 
 def output_dir(suite: Suite, out: str | None) -> Path:
-    if out:
-        return Path(out)
-    if suite.output.dir:
-        return (suite.path.resolve().parent / suite.output.dir).resolve()
-    return Path("results") / suite.name
+    """--out, else the suite's own results folder (bench.suite.results_folder)."""
+    return Path(out) if out else results_folder(suite.path, suite.output.dir, suite.name)
 
 
 def selected_pairs(suite: Suite, names: list[str]) -> list[tuple[str, str, str]]:
@@ -81,38 +78,10 @@ def plan_lines(suite: Suite, names: list[str]) -> list[str]:
 def is_classifier(suite: Suite, name: str) -> bool:
     """Contrastive pre-training (simclr, rocl) leaves an untrained head: such models serve as encoders only."""
     m = suite.models[name]
-    return m.train is None or not METHODS.get(m.train.method).contrastive
+    return m.train is None or METHODS.get(m.train.method).yields == "classifier"
 
 
 # ---------------------------------------------------------------- sharding over torchrun's ranks
-Skip = Callable[[torch.Tensor, torch.Generator], None]
-
-
-def chunk_skipper(attack: Attack) -> Skip | None:
-    """How to move an evaluation's generator past an attack batch that another rank attacks: exactly the draws
-    attacking that batch would make. None where the draws depend on the outcome (restarts attack only the
-    points still robust) or are unknown (AutoAttack, EOT, attacks registered elsewhere): such cells run whole
-    on rank 0. Exact types only: a subclass may draw differently."""
-    kind = type(attack)
-
-    def nothing(xb: torch.Tensor, g: torch.Generator) -> None:
-        pass
-
-    def start(xb: torch.Tensor, g: torch.Generator) -> None:
-        random_start(xb, attack.norm, attack.eps, g)
-
-    def seed(xb: torch.Tensor, g: torch.Generator) -> None:
-        draw_seed(g)
-
-    if kind is Clean or kind is APGD or kind is Square:   # pyautoattack reseeds from `seed`: no draws
-        return nothing
-    if kind is PGD and attack.restarts == 1:
-        return start if attack.random_start else nothing
-    if kind is FGSM or kind is CW:                          # one seed drawn per batch
-        return seed
-    return None
-
-
 def deterministic(module: nn.Module) -> bool:
     """A randomized model draws from its own stream batch after batch: it cannot be split over ranks."""
     return not any(isinstance(m, SmoothedClassifier) for m in module.modules())
@@ -137,36 +106,31 @@ def sharded_evaluate(model: nn.Module, attack: Attack, x: torch.Tensor, y: torch
     clean = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     robust = torch.zeros_like(clean)
     flags_at: dict[int, list[str]] = {}
-    was = model.training
-    model.eval()
-    try:
-        with forked_rng(x.device, seed):
-            g = torch.Generator().manual_seed(seed)
+    with eval_mode(model), forked_rng(x.device, seed):
+        g = torch.Generator().manual_seed(seed)
 
-            def clean_pass() -> None:
+        def clean_pass() -> None:
+            with torch.no_grad():
+                for k, start in enumerate(range(0, len(x), batch_size)):
+                    if k % world == rank:
+                        part = slice(start, start + batch_size)
+                        clean[part] = attack.predict(model, x[part]) == y[part]
+
+        dist.agree(clean_pass)
+        clean = dist.all_reduce_sum(clean)
+
+        def attack_pass() -> None:
+            for k, idx in enumerate(clean.nonzero().flatten().split(batch_size)):
+                xb, yb = x[idx], y[idx]
+                if k % world != rank:
+                    skip(xb, g)
+                    continue
+                x_adv, flags_at[k] = attack.run_with_flags(model, xb, yb, g, batch_size=batch_size)
+                check_bounds(attack, xb, x_adv)
                 with torch.no_grad():
-                    for k, start in enumerate(range(0, len(x), batch_size)):
-                        if k % world == rank:
-                            part = slice(start, start + batch_size)
-                            clean[part] = attack.predict(model, x[part]) == y[part]
+                    robust[idx] = attack.predict(model, x_adv) == yb
 
-            dist.agree(clean_pass)
-            clean = dist.all_reduce_sum(clean)
-
-            def attack_pass() -> None:
-                for k, idx in enumerate(clean.nonzero().flatten().split(batch_size)):
-                    xb, yb = x[idx], y[idx]
-                    if k % world != rank:
-                        skip(xb, g)
-                        continue
-                    x_adv, flags_at[k] = attack.run_with_flags(model, xb, yb, g, batch_size=batch_size)
-                    check_bounds(attack, xb, x_adv)
-                    with torch.no_grad():
-                        robust[idx] = attack.predict(model, x_adv) == yb
-
-            dist.agree(attack_pass)
-    finally:
-        model.train(was)
+        dist.agree(attack_pass)
     robust = dist.all_reduce_sum(robust)
     flags: list[str] = []
     for _, new in sorted((k, f) for part in dist.all_gather_object(flags_at) for k, f in part.items()):
@@ -180,10 +144,10 @@ class Runner:
     def __init__(self, suite: Suite, out: Path, device: torch.device, progress: bool,
                  log: Callable[[str], None]) -> None:
         self.suite, self.out, self.device, self.progress, self.log = suite, out, device, progress, log
-        self.records_path = out / RECORDS
-        self.done: dict[str, dict[str, Any]] = {}       # config hash -> record (this folder, any run)
+        self.records_path = out / RECORDS_FILE
+        self.done: dict[str, Record] = {}               # config hash -> record (this folder, any run)
         self.current: list[str] = []                     # this run's cells, in suite order
-        self.new: list[dict[str, Any]] = []
+        self.new: list[Record] = []
 
     def load_test_set(self) -> None:
         d = self.suite.data
@@ -218,19 +182,22 @@ class Runner:
                             "seed": self.suite.seed, "smoothing": dataclasses.asdict(self.suite.models[m.name].smoothing)
                             if self.suite.models[m.name].smoothing else None})
 
-    def finish(self, rec: dict[str, Any], result: EvalResult, seconds: float) -> None:
-        rec.update({"clean_accuracy": result.clean_accuracy, "robust_accuracy": result.robust_accuracy,
-                    "robust_mask": encode_mask(result.robust.cpu().numpy()),
-                    "clean_mask": encode_mask(result.clean_correct.cpu().numpy()),
-                    "seconds": round(seconds, 3), "peak_memory_mb": round(peak_memory_mb(self.device.type), 1),
-                    "timestamp": timestamp(), "flags": result.flags})
-        rec["warnings"] = cell_warnings(rec, [self.done[h] for h in self.current], chance=self.chance)
-        for warning in rec["warnings"]:
-            self.log(f"  warning: {rec['model']} / {rec['attack']}: {warning}")
+    def finish(self, fields: dict[str, Any], result: EvalResult, seconds: float) -> None:
+        """Make the cell's Record (validated as a reader would), add its alarms, append it to the file."""
+        fields.update({"clean_accuracy": result.clean_accuracy, "robust_accuracy": result.robust_accuracy,
+                       "robust_mask": encode_mask(result.robust.cpu().numpy()),
+                       "clean_mask": encode_mask(result.clean_correct.cpu().numpy()),
+                       "seconds": round(seconds, 3), "peak_memory_mb": round(peak_memory_mb(self.device.type), 1),
+                       "timestamp": timestamp(), "flags": list(result.flags)})
+        rec = Record.make(**fields)
+        rec = dataclasses.replace(rec, warnings=tuple(cell_warnings(rec, [self.done[h] for h in self.current],
+                                                                 chance=self.chance)))
+        for warning in rec.warnings:
+            self.log(f"  warning: {rec.model} / {rec.attack}: {warning}")
         if dist.is_main():                  # under torchrun every rank holds the record, rank 0 writes it
-            append_record(self.records_path, rec)
-        self.done[rec["config_hash"]] = rec
-        self.current.append(rec["config_hash"])
+            append(self.out, rec)
+        self.done[fields["config_hash"]] = rec
+        self.current.append(fields["config_hash"])
         self.new.append(rec)
 
     def _start_cell(self) -> float:
@@ -252,11 +219,11 @@ class Runner:
 
     def evaluate(self, module: nn.Module, attack: Attack) -> EvalResult:
         """evaluate() on the test set; under torchrun sharded over the ranks where that is exact (see
-        chunk_skipper), else run whole by rank 0 and shared, so the record is the single-process one."""
+        Attack.skip_draws), else run whole by rank 0 and shared, so the record is the single-process one."""
         bs, seed = self.suite.output.batch_size, self.suite.seed
         if dist.world() == 1:
             return evaluate(module, attack, self.x, self.y, batch_size=bs, seed=seed)
-        skip = chunk_skipper(attack)
+        skip = attack.skip_draws()
         if skip is None or not deterministic(module):
             return dist.on_main(lambda: _on_cpu(evaluate(module, attack, self.x, self.y, batch_size=bs, seed=seed)))
         return sharded_evaluate(module, attack, self.x, self.y, bs, seed, skip)
@@ -265,15 +232,13 @@ class Runner:
         """Adversarial examples for every test point from the source's gradients alone.
 
         Under torchrun only the batches k with mine(k) are crafted; the others keep their clean inputs and the
-        generator is moved past them exactly as crafting them would (chunk_skipper), or not at all when this
+        generator is moved past them exactly as crafting them would (Attack.skip_draws), or not at all when this
         rank crafts nothing."""
         module = source.module
-        was = module.training
-        module.eval()
         bs = self.suite.output.batch_size
-        skip = chunk_skipper(entry.attack) if mine is not None else None
+        skip = entry.attack.skip_draws() if mine is not None else None
         outs = []
-        with forked_rng(self.x.device, self.suite.seed):
+        with eval_mode(module), forked_rng(self.x.device, self.suite.seed):
             g = torch.Generator().manual_seed(self.suite.seed)
             for k, (xb, yb) in enumerate(zip(self.x.split(bs), self.y.split(bs))):
                 if mine is not None and not mine(k):
@@ -284,13 +249,12 @@ class Runner:
                 x_adv, _ = entry.attack.run_with_flags(module, xb, yb, g, batch_size=bs)
                 check_bounds(entry.attack, xb, x_adv)
                 outs.append(x_adv.detach())
-        module.train(was)
         return torch.cat(outs)
 
     @torch.no_grad()
     def transfer_cell(self, source: ReadyModel, entry: AttackEntry, target: ReadyModel,
                       cache: dict[tuple[str, str], torch.Tensor]) -> None:
-        spec = {"type": "transfer", "source": source.name, "crafted_with": entry.attack.describe()}
+        spec = Transfer(source.name, entry.attack.describe()).describe()
         h = self.cell_hash(target, spec, source.key)
         if h in self.done:
             self.current.append(h)
@@ -298,7 +262,7 @@ class Runner:
         t0 = self._start_cell()
         rank, world = dist.rank(), dist.world()
         # under torchrun batch k is crafted and judged by rank k mod world when that is exact, else by rank 0
-        shard = world > 1 and chunk_skipper(entry.attack) is not None and deterministic(source.module) \
+        shard = world > 1 and entry.attack.skip_draws() is not None and deterministic(source.module) \
             and deterministic(target.module)
         mine = (lambda k: k % world == rank) if shard else (lambda k: rank == 0)
         key = (source.name, entry.id, shard)
@@ -306,15 +270,15 @@ class Runner:
             with torch.enable_grad():
                 cache[key] = dist.agree(lambda: self.craft(source, entry, mine if world > 1 else None))
         x_adv = cache[key]
-        target.module.eval()
         bs = self.suite.output.batch_size
         clean = torch.zeros(len(self.y), dtype=torch.bool, device=self.y.device)
         fooled_not = torch.zeros_like(clean)
         parts = [(k, slice(start, start + bs)) for k, start in enumerate(range(0, len(self.y), bs)) if mine(k)]
-        for _, part in parts:
-            clean[part] = target.module(self.x[part]).argmax(1) == self.y[part]
-        for _, part in parts:
-            fooled_not[part] = target.module(x_adv[part]).argmax(1) == self.y[part]
+        with eval_mode(target.module):
+            for _, part in parts:
+                clean[part] = target.module(self.x[part]).argmax(1) == self.y[part]
+            for _, part in parts:
+                fooled_not[part] = target.module(x_adv[part]).argmax(1) == self.y[part]
         clean, fooled_not = dist.all_reduce_sum(clean), dist.all_reduce_sum(fooled_not)
         result = EvalResult(clean, clean & fooled_not, [])
         self.finish(self.base_record(target, f"transfer:{entry.id}", spec, entry.seen, source.name, h), result,
@@ -324,10 +288,8 @@ class Runner:
 
 def run_suite(path: str | Path, out: str | None = None, device: str | None = None, limit: int | None = None,
               only: list[str] | None = None, data_root: str | None = None, progress: bool = True,
-              log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+              log: Callable[[str], None] = print) -> list[Record]:
     """Run a suite; return the records of this suite's cells (new and reused), in suite order."""
-    from ..runtime import fast_cpu_math
-
     fast_cpu_math()
     suite = _limited(load_suite(path, data_root), limit)
     names = list(suite.models)
@@ -373,16 +335,20 @@ def run_suite(path: str | Path, out: str | None = None, device: str | None = Non
     return [runner.done[h] for h in runner.current]
 
 
-def finished_cells(folder: Path, log: Callable[[str], None]) -> dict[str, dict[str, Any]]:
-    """The cells already in records.jsonl, by config hash. A line that fails the record schema is reported and
-    its cell run again (the bad line stays in the file; the new record, later in the file, wins)."""
+def finished_cells(folder: Path, log: Callable[[str], None]) -> dict[str, Record]:
+    """The cells already in records.jsonl, by config hash. A line that fails validation is reported (by `load`)
+    and its cell run again; so is a record without the config hash, clean accuracy or attack spec that reuse needs. The bad
+    line stays in the file; the new record, later in the file, wins."""
     done = {}
-    for rec in load_records(folder, allow_empty=True).records:
-        why = run_problem(rec)
-        if why:
-            log(f"  warning: {folder / RECORDS}:{rec['_line']}: cannot be reused ({why}); that cell is run again")
+    for rec in load(folder, allow_empty=True).all:
+        missing = [k for k, absent in (("clean_accuracy", rec.clean_accuracy is None),
+                                       ("config_hash", not rec.config_hash), ("attack_spec", not rec.attack_spec))
+                   if absent]
+        if missing:
+            log(f"  warning: {folder / RECORDS_FILE}:{rec.line}: cannot be reused (missing field(s) "
+                f"{', '.join(missing)}); that cell is run again")
             continue
-        done[rec["config_hash"]] = rec
+        done[rec.config_hash] = rec
     return done
 
 

@@ -4,31 +4,30 @@ Each alarm compares the new cell with the finished cells of the same model in th
 suite may list the larger budget, or the black-box attack, first):
 - clean accuracy differs between cells (the model is randomized, or not in eval mode);
 - robust accuracy rises with ε for one attack type and norm (gradient masking, or too weak an attack);
-- a black-box (`square`) or transfer attack beats a white-box attack at the same norm and ε by more than
-  `slack` (gradient masking: the gradients mislead, yet the model is not robust);
+- a black-box (e.g. `square`) or transfer attack beats a white-box attack at the same norm and ε by more
+  than `slack` (gradient masking: the gradients mislead, yet the model is not robust); the family of each
+  attack type is what its class declares (attacks.base.Family);
 - pyautoattack's own checks flagged the model (randomized or dynamic defence, zero gradients, ...).
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from typing import Iterable
 
-WHITE_BOX = ("pgd", "autoattack", "apgd", "fgsm", "cw", "eot-pgd")
-BLACK_BOX = ("square", "transfer")
+from ..attacks import Family, family_of
+from ..record import Record
 
-
-def _kind(rec: dict[str, Any]) -> str | None:
-    spec = rec.get("attack_spec")
-    return spec.get("type") if isinstance(spec, dict) else None
+BEATS_WHITE_BOX = (Family.BLACK_BOX, Family.TRANSFER)     # families that must not beat a white-box attack
+ONE_BUDGET = (Family.CLEAN, Family.TRANSFER)                # no "rises with eps" check across their cells
 
 
-def _budget(rec: dict[str, Any]) -> tuple[str | None, float | None]:
-    spec = rec.get("attack_spec") if isinstance(rec.get("attack_spec"), dict) else {}
-    inner = spec.get("crafted_with", spec) if isinstance(spec.get("crafted_with", spec), dict) else spec
-    norm = inner.get("norm")
-    eps = inner.get("eps")
-    eps = float(eps) if isinstance(eps, (int, float)) and not isinstance(eps, bool) else None
-    return (norm.lower() if isinstance(norm, str) else None), eps
+def _kind(rec: Record) -> str | None:
+    return rec.attack_spec.get("type")
+
+
+def _budget(rec: Record) -> tuple[str | None, float | None]:
+    _, norm, eps = rec.threat
+    return norm, eps
 
 
 def _same(a: float, b: float) -> bool:
@@ -41,45 +40,48 @@ def at_chance(clean: float, chance: float, n: int) -> bool:
     return clean <= chance + 2 * math.sqrt(chance * (1 - chance) / max(n, 1))
 
 
-def cell_warnings(rec: dict[str, Any], earlier: Iterable[dict[str, Any]], slack: float = 0.01,
+def cell_warnings(rec: Record, earlier: Iterable[Record], slack: float = 0.01,
                   chance: float | None = None) -> list[str]:
     """Alarms for `rec` given the finished cells of this run (only those of the same model count); `chance` is
     the share of the test set's most common class."""
     out: list[str] = []
-    if chance is not None and _kind(rec) != "transfer" and at_chance(rec["clean_accuracy"], chance, rec["n"]):
-        out.append(f"clean accuracy {rec['clean_accuracy']:.1%} is at chance level (the most common class is "
+    if chance is not None and family_of(_kind(rec)) is not Family.TRANSFER and rec.clean_accuracy is not None \
+            and at_chance(rec.clean_accuracy, chance, rec.n or 1):
+        out.append(f"clean accuracy {rec.clean_accuracy:.1%} is at chance level (the most common class is "
                    f"{chance:.1%} of the test set); the model may be untrained or broken")
     kind = _kind(rec)
     norm, eps = _budget(rec)
     clean_differs: list[str] = []
     for prev in earlier:
-        if prev.get("model") != rec.get("model") or prev is rec:
+        if prev.model != rec.model or prev is rec:
             continue
         p_kind = _kind(prev)
         p_norm, p_eps = _budget(prev)
-        if kind != "transfer" and p_kind != "transfer" \
-                and abs(prev["clean_accuracy"] - rec["clean_accuracy"]) > 1e-9:
-            clean_differs.append(f"{prev['attack']}: {prev['clean_accuracy']:.4f}")
+        if Family.TRANSFER not in (family_of(kind), family_of(p_kind)) \
+                and prev.clean_accuracy is not None and rec.clean_accuracy is not None \
+                and abs(prev.clean_accuracy - rec.clean_accuracy) > 1e-9:
+            clean_differs.append(f"{prev.attack}: {prev.clean_accuracy:.4f}")
         if eps is None or p_eps is None or norm is None or norm != p_norm:
             continue
-        if kind == p_kind and kind not in (None, "transfer", "clean") and not _same(eps, p_eps):
+        if kind == p_kind and kind is not None and family_of(kind) not in ONE_BUDGET and not _same(eps, p_eps):
             small, large = (prev, rec) if p_eps < eps else (rec, prev)
-            if large["robust_accuracy"] > small["robust_accuracy"] + slack:
+            if large.robust_accuracy > small.robust_accuracy + slack:
                 s_eps, l_eps = min(eps, p_eps), max(eps, p_eps)
-                out.append(f"robust accuracy rises with eps for {norm} ({small['attack']} eps={s_eps:g}: "
-                           f"{small['robust_accuracy']:.1%} < {large['attack']} eps={l_eps:g}: "
-                           f"{large['robust_accuracy']:.1%}); possible gradient masking")
+                out.append(f"robust accuracy rises with eps for {norm} ({small.attack} eps={s_eps:g}: "
+                           f"{small.robust_accuracy:.1%} < {large.attack} eps={l_eps:g}: "
+                           f"{large.robust_accuracy:.1%}); possible gradient masking")
         if _same(eps, p_eps):
-            pair = (rec, prev) if kind in BLACK_BOX and p_kind in WHITE_BOX else \
-                (prev, rec) if p_kind in BLACK_BOX and kind in WHITE_BOX else None
-            if pair and pair[0]["robust_accuracy"] < pair[1]["robust_accuracy"] - slack:
+            fam, p_fam = family_of(kind), family_of(p_kind)
+            pair = (rec, prev) if fam in BEATS_WHITE_BOX and p_fam is Family.WHITE_BOX else \
+                (prev, rec) if p_fam in BEATS_WHITE_BOX and fam is Family.WHITE_BOX else None
+            if pair and pair[0].robust_accuracy < pair[1].robust_accuracy - slack:
                 black, white = pair
-                out.append(f"black-box {black['attack']} beats white-box {white['attack']} at {norm} eps={eps:g} "
-                           f"({black['robust_accuracy']:.1%} < {white['robust_accuracy']:.1%}); "
+                out.append(f"black-box {black.attack} beats white-box {white.attack} at {norm} eps={eps:g} "
+                           f"({black.robust_accuracy:.1%} < {white.robust_accuracy:.1%}); "
                            "possible gradient masking")
     if clean_differs:
-        out.insert(0, f"clean accuracy differs between cells of one model ({rec['attack']}: "
-                      f"{rec['clean_accuracy']:.4f}; {', '.join(clean_differs)}); the model may be randomized")
-    if rec.get("flags"):
-        out.append("pyautoattack flagged this model: " + "; ".join(rec["flags"]))
+        out.insert(0, f"clean accuracy differs between cells of one model ({rec.attack}: "
+                      f"{rec.clean_accuracy:.4f}; {', '.join(clean_differs)}); the model may be randomized")
+    if rec.flags:
+        out.append("pyautoattack flagged this model: " + "; ".join(rec.flags))
     return out

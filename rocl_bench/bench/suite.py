@@ -2,17 +2,21 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from ..attacks.registry import Attack, build_attack
+from ..attacks import Attack, build_attack
 from ..config import (check_seed, coerce, config_hash, exists, from_mapping, hidden_char, load_yaml, path_text,
                       require, safe_name, segment, shown, to_dict)
 from ..data import DATASETS, dataset_info
 from ..data.augment import AugmentSpec
 from ..errors import UserError, suggest
 from ..models import MODELS
+from ..train.checkpoint import file_sha256
+from ..train.folder import identity_hash
 from ..train.spec import TrainConfig, make_train_config
 
 EMBEDDED = ("digits",)      # datasets that need no files, so data.root does not matter
@@ -94,9 +98,28 @@ class Suite:
     output: OutputSection
 
     def hash(self) -> str:
-        return config_hash({"name": self.name, "seed": self.seed, "data": to_dict(self.data),
-                            "models": sorted(self.models), "attacks": {k: a.attack.describe()
-                                                                       for k, a in self.attacks.items()}})
+        """Identity of everything in the suite that changes a number, so `check` can tell a changed suite.
+
+        Each model's identity (its training configuration as the run key hashes it, or its checkpoint's
+        content, and its smoothing), every attack's spec and `seen`, the data subset, seed, transfer matrix
+        and the evaluation batch size (library attacks draw once per batch). Not where things run or live
+        (device, data root, output folder) nor labels."""
+        models = {n: self.model_identity(n) for n in self.models}
+        return config_hash({"name": self.name, "seed": self.seed, "models": models,
+                            "data": {k: v for k, v in to_dict(self.data).items() if k not in ("root", "download")},
+                            "attacks": {k: {**a.attack.describe(), "seen": a.seen} for k, a in self.attacks.items()},
+                            "transfer": to_dict(self.transfer), "batch_size": self.output.batch_size})
+
+    def model_identity(self, name: str) -> dict[str, Any]:
+        """What produces model `name`: its training run's key (an encoder counted by its own identity or its
+        file's content), or its checkpoint's content and factory; plus the smoothing it is wrapped in."""
+        m = self.models[name]
+        smoothing = to_dict(m.smoothing) if m.smoothing else None
+        if m.train is None:
+            return {"checkpoint": _content(m.checkpoint), "factory": m.factory, "arch": m.arch, "smoothing": smoothing}
+        encoder = (config_hash(self.model_identity(m.encoder_ref)) if m.encoder_ref
+                   else _content(m.train.encoder))
+        return {"train": identity_hash(m.train, encoder), "smoothing": smoothing}
 
     def transfer_pairs(self) -> list[tuple[str, str, str]]:
         """(source, attack id, target) triples of the transfer matrix, in suite order."""
@@ -109,6 +132,19 @@ class Suite:
 
 
 MODEL_KEYS = ("label", "checkpoint", "factory", "smoothing")
+
+
+def _content(path: str | None) -> str | None:
+    """A file's SHA-256 (cached while its size and mtime stay), so a moved file is the same file."""
+    if not path:
+        return None
+    st = os.stat(path)
+    return _digest(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(Path(path))
 
 
 def _model_entry(name: str, raw: Any, suite_dir: Path, data: DataSection, seed: int, device: str,
@@ -344,6 +380,13 @@ def _check_encoder_order(models: dict[str, ModelEntry], where: str) -> None:
         if m.encoder_ref and order.index(m.encoder_ref) >= i:
             raise UserError(f"{where}: models.{segment(name)}.encoder: {shown(m.encoder_ref)} must be listed before "
                             f"{shown(name)}")
+
+
+def results_folder(suite_file: Path, output_dir: str | None, name: str) -> Path:
+    """Where a suite's results go without --out: its output.dir, relative to the suite file, else results/<name>."""
+    if output_dir:
+        return (suite_file.resolve().parent / output_dir).resolve()
+    return Path("results") / name
 
 
 def smoothing_spec(entry: ModelEntry, augment_kind: str) -> AugmentSpec | None:

@@ -1,11 +1,14 @@
-"""The Markdown summary printed at the end of `rocl-bench run` (the reports module makes the paper tables)."""
+"""The Markdown summary printed at the end of `rocl-bench run` (the reports module makes the paper tables).
+
+It renders through `rocl_bench.render`, the one renderer family (which imports nothing of the package)."""
 from __future__ import annotations
 
-from typing import Any
+from ..record import Record
+from ..render import markdown
 
 
-def summary_markdown(records: list[dict[str, Any]]) -> str:
-    """Models × attacks, robust accuracy in percent (transfer cells averaged over sources)."""
+def summary_markdown(records: list[Record]) -> str:
+    """Models × attacks, robust accuracy in percent (transfer cells averaged over sources), no final newline."""
     if not records:
         return "(no cells)"
     models: dict[str, str] = {}
@@ -13,18 +16,17 @@ def summary_markdown(records: list[dict[str, Any]]) -> str:
     cells: dict[tuple[str, str], list[float]] = {}
     clean: dict[str, float] = {}
     for r in records:
-        models.setdefault(r["model"], r.get("label") or r["model"])
-        if r["attack"] not in attacks:
-            attacks.append(r["attack"])
-        cells.setdefault((r["model"], r["attack"]), []).append(r["robust_accuracy"])
-        if r.get("attack_spec", {}).get("type") != "transfer":
-            clean[r["model"]] = r["clean_accuracy"]
-    head = ["model", "clean acc."] + attacks
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        models.setdefault(r.model, r.name)
+        if r.attack not in attacks:
+            attacks.append(r.attack)
+        cells.setdefault((r.model, r.attack), []).append(r.robust_accuracy)
+        if r.attack_type != "transfer" and r.clean_accuracy is not None:
+            clean[r.model] = r.clean_accuracy
+    rows = []
     for m, label in models.items():
         row = [label, f"{100 * clean[m]:.1f}" if m in clean else ""]
         for a in attacks:
             v = cells.get((m, a))
             row.append(f"{100 * sum(v) / len(v):.1f}" if v else "")
-        lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines)
+        rows.append(row)
+    return markdown(["model", "clean acc."] + attacks, rows).rstrip("\n")

@@ -1,53 +1,142 @@
-"""What a training method is: a loss for one batch. The single training loop (train/loop.py) owns the rest."""
+"""What a training method is: its declarations, its hooks and a loss for one batch.
+
+The one training loop (train/loop.py) reads nothing else about a method: no flag names a kind of method and no
+parameter is read by name. A method declares
+
+- what it needs: `needs_encoder` (a pretrained encoder), `projector()` (the projector's sizes, or None);
+- what trains: `trains` (the classifier's parts it optimizes; the rest is frozen) plus its own `modules`
+  whose parameters require gradients; `sync_batchnorm` (BatchNorm sees the global batch under torchrun);
+- what it makes: `yields` ("classifier": evaluated and its clean test accuracy measured; "encoder": serves
+  the protocols on top, never evaluated itself);
+- what it carries: `modules` (extra modules, e.g. a frozen teacher or a second BatchNorm branch) and
+  `state()` / `load_state()` (plain data across epochs), both saved in every checkpoint and restored on resume;
+- when it acts: `setup(model)` once the model is built, `on_epoch_start(epoch)` before each epoch's batches,
+  `set_train_mode(net)` before each step, and `loss(net, x, y, g)` for each batch.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, Protocol
 
 import torch
 from torch import nn
 
 from ..data import DatasetInfo
 from ..registry import Registry
+from ..runtime import eval_mode
+
+Part = Literal["encoder", "head", "projector"]
+PARTS: tuple[Part, ...] = ("encoder", "head", "projector")
+
+
+class Net(Protocol):
+    """What a loss may call: a Classifier in one process, its DistributedDataParallel wrapper under torchrun
+    (train/ddp.py); the same four calls either way, so a method never knows which it has."""
+
+    training: bool
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor: ...            # logits
+    def features(self, x: torch.Tensor) -> torch.Tensor: ...            # encoder output
+    def head(self, f: torch.Tensor) -> torch.Tensor: ...                # logits from features
+    def project(self, x: torch.Tensor) -> torch.Tensor: ...             # projector output
+    def train(self, mode: bool = True) -> Any: ...
+    def eval(self) -> Any: ...
 
 
 @dataclass
 class StepOutput:
-    """Loss to minimise, plus what the epoch summary reports (correct counts of clean predictions)."""
+    """The loss to minimise, clean-correct training points (supervised heads), and `extras`: named numbers
+    the loop logs per epoch (their mean over the epoch's points, next to the loss in metrics.jsonl)."""
 
     loss: torch.Tensor
-    correct: int | None = None       # clean-correct training points in this batch (supervised heads)
-    count: int = 0
+    correct: int | None = None
     extras: dict[str, float] = field(default_factory=dict)
 
 
 class Method:
-    """Base class: subclasses set `Params` (a dataclass), defaults for the loop, and `loss`."""
+    """Base class. A subclass sets `name`, `Params` (a frozen dataclass, checked by its `validate`), the
+    declarations below, and `loss`; register it with @register_method beside its definition."""
 
     name: ClassVar[str] = ""
     Params: ClassVar[type] = object
-    train_defaults: ClassVar[dict[str, Any]] = {}
-    contrastive: ClassVar[bool] = False     # needs a projector, never sees labels (except oracle FN removal)
-    needs_encoder: ClassVar[bool] = False   # linear protocols start from a pretrained encoder
+    train_defaults: ClassVar[dict[str, Any]] = {}       # TrainConfig fields under the user's (optimizer, lr, ...)
+    needs_encoder: ClassVar[bool] = False               # starts from --encoder (linear protocols, fine-tuning)
+    yields: ClassVar[Literal["classifier", "encoder"]] = "classifier"
+    trains: ClassVar[tuple[Part, ...]] = ("encoder", "head")
+    sync_batchnorm: ClassVar[bool] = False              # under torchrun on CUDA: global-batch statistics
 
     def __init__(self, params: Any, info: DatasetInfo) -> None:
         self.params = params
         self.info = info
+        self.modules = nn.ModuleDict()                  # extra modules: checkpointed, moved, wrapped with the model
 
-    def trainable(self, model: nn.Module) -> list[nn.Parameter]:
-        return [p for n, p in model.named_parameters() if not n.startswith("projector.") or self.contrastive]
+    # ---------------------------------------------------------------- what it needs and makes
+    def projector(self) -> tuple[int, int] | None:
+        """(hidden, out) of the projector this method trains, or None (the model then has none)."""
+        return None
 
-    def set_train_mode(self, model: nn.Module) -> None:
-        model.train()
+    def setup(self, model: nn.Module) -> None:
+        """Once, after the model is built (and its encoder transplanted), before it moves to the device and is
+        wrapped for torchrun: build extra modules into self.modules here (e.g. a frozen copy of the encoder)."""
 
-    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> StepOutput:
+    def state(self) -> dict[str, Any]:
+        """Plain data (numbers, strings, lists, tensors) that must survive a resume, saved after every epoch."""
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore what state() returned (from last.pt on resume)."""
+
+    # ---------------------------------------------------------------- hooks of the loop
+    def on_epoch_start(self, epoch: int) -> None:
+        """Before epoch `epoch` (0-based) runs its batches, resumed epochs included."""
+
+    def set_train_mode(self, net: Net) -> None:
+        """Before each step: the modes the loss expects (BatchNorm statistics update in train mode)."""
+        net.train()
+        self.modules.train()
+
+    def loss(self, net: Net, x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> StepOutput:
         raise NotImplementedError
+
+    # ---------------------------------------------------------------- read by the loop (not overridden)
+    def trainable(self, model: nn.Module) -> list[nn.Parameter]:
+        """The parameters the optimizer updates: the model's `trains` parts, then the extra modules' parameters
+        that require gradients. The loop freezes every other parameter of the model."""
+        own = [p for n, p in model.named_parameters() if n.split(".", 1)[0] in self.trains]
+        return own + [p for p in self.modules.parameters() if p.requires_grad]
+
+    def checkpoint_state(self) -> dict[str, Any] | None:
+        """What checkpoints hold of the method itself (None when nothing: such checkpoints stay as before)."""
+        modules, state = self.modules.state_dict(), self.state()
+        if not modules and not state:
+            return None
+        return {"modules": dict(modules), "state": state}
+
+    def restore(self, saved: dict[str, Any] | None, where: str) -> None:
+        """Load checkpoint_state()'s output back (on resume), with a one-line error when it does not fit."""
+        from ..errors import UserError
+
+        if saved is None:
+            if self.checkpoint_state() is not None:
+                raise UserError(f"{where}: holds no state of method '{self.name}'; start a fresh --out")
+            return
+        try:
+            self.modules.load_state_dict(saved.get("modules", {}))
+        except RuntimeError as e:
+            raise UserError(f"{where}: method '{self.name}' modules do not fit "
+                            f"({(str(e).splitlines() or [''])[0][:160]}); start a fresh --out") from None
+        self.load_state(saved.get("state", {}))
 
 
 METHODS: Registry[type[Method]] = Registry("method")
 
 
 def register_method(cls: type[Method]) -> type[Method]:
+    """Class decorator: the method is known by `cls.name` (what --method and suites' `method:` name)."""
+    bad = [p for p in cls.trains if p not in PARTS]
+    if bad or cls.yields not in ("classifier", "encoder"):
+        raise TypeError(f"method {cls.name!r}: trains must name parts of {PARTS} and yields be 'classifier' or "
+                        f"'encoder' (got trains={cls.trains}, yields={cls.yields!r})")
     METHODS.register(cls.name)(cls)
     return cls
 
@@ -75,9 +164,5 @@ class LinfBudget:
 
 def clean_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
     """Clean accuracy for the epoch summary, measured in eval mode without gradients."""
-    was = model.training
-    model.eval()
-    with torch.no_grad():
-        c = int((model(x).argmax(1) == y).sum())
-    model.train(was)
-    return c
+    with eval_mode(model), torch.no_grad():
+        return int((model(x).argmax(1) == y).sum())

@@ -12,6 +12,7 @@ from ..attacks.instance import instance_attack
 from ..config import require
 from ..data.augment import AugmentSpec, augment
 from ..losses import nt_xent
+from ..runtime import eval_mode
 from .base import Method, StepOutput, register_method
 from .false_negatives import FalseNegatives, keep_mask
 
@@ -43,11 +44,16 @@ class SimCLR(Method):
     name = "simclr"
     Params = SimCLRParams
     train_defaults = CONTRASTIVE_DEFAULTS
-    contrastive = True
+    yields = "encoder"                   # its head never trains: protocols (LE, rLE, fine-tuning) build on it
+    trains = ("encoder", "projector")
+    sync_batchnorm = True                # NT-Xent's batch is the global batch, so are BatchNorm's statistics
 
     def __init__(self, params: SimCLRParams, info) -> None:
         super().__init__(params, info)
         self.augment = AugmentSpec.for_kind(info.augment)
+
+    def projector(self) -> tuple[int, int]:
+        return self.params.projector_hidden, self.params.projector_out
 
     def views(self, x: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         return augment(x, self.augment, g), augment(x, self.augment, g)
@@ -63,7 +69,7 @@ class SimCLR(Method):
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> StepOutput:
         t1, t2 = self.views(x, g)
-        return StepOutput(self.contrast(model.project(torch.cat([t1, t2])), 2, y), None, len(x))
+        return StepOutput(self.contrast(model.project(torch.cat([t1, t2])), 2, y))
 
 
 @dataclass(frozen=True)
@@ -101,11 +107,8 @@ class RoCL(SimCLR):
         target = t2 if p.attack_to == "other" else t1
         attack_keep = None
         if p.attack_false_negatives and p.false_negatives.mode != "none":
-            with torch.no_grad():
-                was = model.training
-                model.eval()
+            with torch.no_grad(), eval_mode(model):
                 attack_keep = keep_mask(p.false_negatives, model.project(torch.cat([t1, target])), y, 2)
-                model.train(was)
         x_adv = instance_attack(model, t1, target, eps=eps, step=step, steps=p.steps, rand_init=p.random_start,
                                 generator=g, temperature=p.temperature, detach_keys=p.detach_keys,
                                 keep=attack_keep)
@@ -117,4 +120,4 @@ class RoCL(SimCLR):
         else:
             z_reg = model.project(torch.cat([x_adv, t2 if p.regularize_to == "other" else t1]))
         reg = self.contrast(z_reg, 2, y)
-        return StepOutput(main + p.regularizer_weight * reg, None, n, {"reg": float(reg.detach())})
+        return StepOutput(main + p.regularizer_weight * reg, extras={"reg": float(reg.detach())})

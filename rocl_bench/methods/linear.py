@@ -21,18 +21,16 @@ class _FrozenEncoder(Method):
 
     needs_encoder = True
     train_defaults = LINEAR_DEFAULTS
+    trains = ("head",)
 
-    def trainable(self, model: nn.Module) -> list[nn.Parameter]:
-        return list(model.head.parameters())
-
-    def set_train_mode(self, model: nn.Module) -> None:
-        model.eval()
+    def set_train_mode(self, net: nn.Module) -> None:
+        net.eval()
 
     def head_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
         with torch.no_grad():
             feats = model.features(x)
         logits = model.head(feats)
-        return StepOutput(F.cross_entropy(logits, y), int((logits.argmax(1) == y).sum()), len(y))
+        return StepOutput(F.cross_entropy(logits, y), int((logits.argmax(1) == y).sum()))
 
 
 @register_method

@@ -9,6 +9,7 @@ from torch import nn
 
 from ..attacks import pgd
 from ..losses import trades_kl
+from ..runtime import eval_mode
 from .base import LinfBudget, Method, StepOutput, clean_correct, register_method
 
 MADRY_STEP_RATIO = 0.25                 # 2/255 per step at 8/255 (Madry et al.)
@@ -27,18 +28,15 @@ class Standard(Method):
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> StepOutput:
         logits = model(x)
-        return StepOutput(F.cross_entropy(logits, y), int((logits.argmax(1) == y).sum()), len(y))
+        return StepOutput(F.cross_entropy(logits, y), int((logits.argmax(1) == y).sum()))
 
 
 def ce_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, budget: LinfBudget, eps: float,
               step: float, g: torch.Generator) -> torch.Tensor:
     """PGD on cross-entropy with the model in eval mode (BatchNorm statistics untouched), mode restored."""
-    was = model.training
-    model.eval()
-    x_adv = pgd(lambda xa, idx: (F.cross_entropy(model(xa), y[idx], reduction="none"), None), x,
-                norm="linf", eps=eps, step=step, steps=budget.steps, rand_init=budget.random_start, generator=g)
-    model.train(was)
-    return x_adv
+    with eval_mode(model):
+        return pgd(lambda xa, idx: (F.cross_entropy(model(xa), y[idx], reduction="none"), None), x,
+                   norm="linf", eps=eps, step=step, steps=budget.steps, rand_init=budget.random_start, generator=g)
 
 
 @register_method
@@ -50,7 +48,7 @@ class Madry(Method):
         eps, step = self.params.resolve(self.info, MADRY_STEP_RATIO)
         x_adv = ce_attack(model, x, y, self.params, eps, step, g)
         correct = clean_correct(model, x, y)
-        return StepOutput(F.cross_entropy(model(x_adv), y), correct, len(y))
+        return StepOutput(F.cross_entropy(model(x_adv), y), correct)
 
 
 @dataclass(frozen=True)
@@ -70,15 +68,13 @@ class Trades(Method):
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> StepOutput:
         eps, step = self.params.resolve(self.info, TRADES_STEP_RATIO)
-        was = model.training
-        model.eval()
-        with torch.no_grad():
-            target = model(x)
-        init = 0.001 * torch.randn(x.shape, generator=g) if self.params.random_start else None
-        x_adv = pgd(lambda xa, idx: (trades_kl(model(xa), target[idx]), None), x, norm="linf", eps=eps,
-                    step=step, steps=self.params.steps, rand_init=False, generator=g, init=init)
-        model.train(was)
+        with eval_mode(model):
+            with torch.no_grad():
+                target = model(x)
+            init = 0.001 * torch.randn(x.shape, generator=g) if self.params.random_start else None
+            x_adv = pgd(lambda xa, idx: (trades_kl(model(xa), target[idx]), None), x, norm="linf", eps=eps,
+                        step=step, steps=self.params.steps, rand_init=False, generator=g, init=init)
         logits = model(x)
         robust = trades_kl(model(x_adv), logits).mean()
         loss = F.cross_entropy(logits, y) + self.params.beta * robust
-        return StepOutput(loss, int((logits.argmax(1) == y).sum()), len(y), {"kl": float(robust.detach())})
+        return StepOutput(loss, int((logits.argmax(1) == y).sum()), {"kl": float(robust.detach())})

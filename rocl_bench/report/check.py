@@ -35,12 +35,13 @@ from typing import Any, Callable, Mapping
 
 from ..config import NonFiniteJSON, read_limited, refuse_json_constant, shown
 from ..errors import UserError
-from .records import Records, attack_type, cell_key, model_label, same_eps, warn_stderr
-from .tables import Column, Table, build_main_table
+from ..record import RecordFile, warn_stderr
+from .records import same_eps
+from .tables import Column, Table, build_main_table, own_column_kinds
 
 FORMAT = "rocl-bench-baseline/1"
 DEFAULT_TOL = 0.5
-COLUMN_KINDS = ("seen", "unseen", "autoattack", "square", "transfer", "worst")
+COLUMN_KINDS = ("seen", "unseen", *own_column_kinds(), "worst")     # autoattack, square, transfer: declared
 NORM_ALIASES = {"linf": "linf", "l_inf": "linf", "inf": "linf", "ℓ∞": "linf", "l2": "l2", "ℓ2": "l2",
                 "l1": "l1", "ℓ1": "l1"}
 
@@ -257,12 +258,12 @@ def reference_values(baseline: Baseline, table: Table, warn: Callable[[str], Non
     return refs, missing
 
 
-def compare(baseline: Baseline, records: Records, warn: Callable[[str], None] | None = None
+def compare(baseline: Baseline, records: RecordFile, warn: Callable[[str], None] | None = None
             ) -> tuple[list[Comparison], list[str]]:
     """Every baseline number next to ours (percent), and the names of baseline cells missing from the results."""
     warn = warn or warn_stderr
     latest = records.latest()
-    by_key = {cell_key(r): r for r in latest}
+    by_key = {r.cell: r for r in latest}
     table: Table | None = None
     out: list[Comparison] = []
     missing: list[str] = []
@@ -293,21 +294,21 @@ def compare(baseline: Baseline, records: Records, warn: Callable[[str], None] | 
         if rec is None:
             missing.append(cell.name)
             continue
-        if c.get("n") is not None and rec.get("n") is not None and int(c["n"]) != int(rec["n"]):
-            warn(f"{cell.name}: baseline has n={c['n']}, results have n={rec['n']} (line {rec.get('_line')}); "
+        if c.get("n") is not None and rec.n is not None and int(c["n"]) != rec.n:
+            warn(f"{cell.name}: baseline has n={c['n']}, results have n={rec.n} (line {rec.line}); "
                  f"numbers come from different test sets")
         m = c["model"]
-        if attack_type(rec) == "clean":  # its robust accuracy is the clean accuracy: compare it once, as clean
+        if rec.attack_type == "clean":  # its robust accuracy is the clean accuracy: compare it once, as clean
             ref = c["clean_accuracy"] if c.get("clean_accuracy") is not None else c["robust_accuracy"]
-            ours = rec["clean_accuracy"] if rec.get("clean_accuracy") is not None else rec["robust_accuracy"]
+            ours = rec.clean_accuracy if rec.clean_accuracy is not None else rec.robust_accuracy
             out.append(Comparison(f"{m} / clean", "clean", 100.0 * ref, 100.0 * ours))
             clean_done.add(m)
             continue
-        out.append(Comparison(cell.name, "robust", 100.0 * c["robust_accuracy"], 100.0 * rec["robust_accuracy"]))
-        if clean_source.get(m) is cell and m not in clean_done and rec.get("clean_accuracy") is not None:
+        out.append(Comparison(cell.name, "robust", 100.0 * c["robust_accuracy"], 100.0 * rec.robust_accuracy))
+        if clean_source.get(m) is cell and m not in clean_done and rec.clean_accuracy is not None:
             clean_done.add(m)
             out.append(Comparison(f"{m} / clean", "clean", 100.0 * c["clean_accuracy"],
-                                  100.0 * rec["clean_accuracy"]))
+                                  100.0 * rec.clean_accuracy))
     return out, missing
 
 
@@ -319,7 +320,7 @@ def text_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
-def check(baseline: Baseline, records: Records, tol: float, allow_improvement: bool,
+def check(baseline: Baseline, records: RecordFile, tol: float, allow_improvement: bool,
           out: Callable[[str], None] = print, warn: Callable[[str], None] | None = None,
           clean_tol: float | None = None) -> int:
     """Print the cells that moved beyond `tol` points (`clean_tol` for clean accuracies, default `tol`), then one
@@ -327,7 +328,7 @@ def check(baseline: Baseline, records: Records, tol: float, allow_improvement: b
     allowed), else 1."""
     clean_tol = tol if clean_tol is None else clean_tol
     warn = warn or warn_stderr
-    suites = {str(r["suite_hash"]) for r in records.all if r.get("suite_hash")}
+    suites = {r.suite_hash for r in records.all if r.suite_hash}
     want = baseline.data.get("suite_hash")      # one hash, or a list when the records grew with the suite
     wanted = {want} if isinstance(want, str) else {str(h) for h in want} if isinstance(want, list) else set()
     if wanted and suites and not wanted & suites:
@@ -358,17 +359,16 @@ def check(baseline: Baseline, records: Records, tol: float, allow_improvement: b
 
 
 # ------------------------------------------------------------------------------------------ writing
-def make_baseline(records: Records, tol: float | None, source: str, clean_tol: float | None = None
+def make_baseline(records: RecordFile, tol: float | None, source: str, clean_tol: float | None = None
                   ) -> dict[str, Any]:
     latest = records.latest()
-    suites = sorted({str(r["suite"]) for r in latest if r.get("suite")})
-    hashes = sorted({str(r["suite_hash"]) for r in latest if r.get("suite_hash")})
-    versions = next((r["versions"] for r in reversed(records.all) if isinstance(r.get("versions"), dict)), {})
+    suites = sorted({r.suite for r in latest if r.suite})
+    hashes = sorted({r.suite_hash for r in latest if r.suite_hash})
+    versions = next((r.versions for r in reversed(records.all) if r.versions), {})
     cells = []
     for r in latest:
-        cell = {"model": r["model"], "attack": r["attack"], "source": r.get("source") or None,
-                "label": model_label(r), "type": attack_type(r), "clean_accuracy": r.get("clean_accuracy"),
-                "robust_accuracy": r["robust_accuracy"], "n": r.get("n")}
+        cell = {"model": r.model, "attack": r.attack, "source": r.source, "label": r.name, "type": r.attack_type,
+                "clean_accuracy": r.clean_accuracy, "robust_accuracy": r.robust_accuracy, "n": r.n}
         cells.append(cell)
     return {"format": FORMAT,
             "suite": suites[0] if len(suites) == 1 else suites,

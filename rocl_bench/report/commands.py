@@ -58,10 +58,10 @@ def _emit(text: str, out: str | None) -> None:
 def cmd_table(args: argparse.Namespace) -> int:
     from . import check as check_mod
     from . import tables
-    from .records import load_records
+    from ..record import load
 
     fmt = out_format(args.out, args.format, EXT_FORMAT, "md")
-    recs = load_records(args.results)
+    recs = load(args.results)
     latest = recs.latest()
     if args.kind != "gap" and (args.base or args.reference):
         raise UserError("--base and --reference go with --kind gap")
@@ -93,13 +93,13 @@ def cmd_table(args: argparse.Namespace) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     from . import plots
-    from .records import load_records
+    from ..record import load
 
     if args.kind == "training":
         fig = plots.training_figure(args.results)
         base = Path(args.results) if Path(args.results).is_dir() else Path(args.results).parent
     else:
-        recs = load_records(args.results)
+        recs = load(args.results)
         latest = recs.latest()
         fig = plots.eps_curve_figure(latest) if args.kind == "eps-curve" else plots.transfer_figure(latest)
         base = recs.path.parent
@@ -110,12 +110,12 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from . import check as check_mod
-    from .records import load_records
+    from ..record import load
 
     tol = check_mod.check_tol(args.tol)
     clean_tol = check_mod.check_tol(args.clean_tol, "--clean-tol")
     baseline = check_mod.load_baseline(args.against)
-    recs = load_records(args.results)
+    recs = load(args.results)
     if tol is None:       # the baseline's tolerances, unless --tol overrides both
         tol = baseline.tolerance if baseline.tolerance is not None else check_mod.DEFAULT_TOL
         clean_tol = baseline.clean_tolerance if clean_tol is None else clean_tol
@@ -124,11 +124,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_baseline(args: argparse.Namespace) -> int:
     from . import check as check_mod
-    from .records import load_records, records_path
+    from ..record import load, records_path
 
     tol = check_mod.check_tol(args.tol)
     clean_tol = check_mod.check_tol(args.clean_tol, "--clean-tol")
-    recs = load_records(args.results)
+    recs = load(args.results)
     cmd = f"rocl-bench baseline {shlex.quote(str(args.results))} --out {shlex.quote(str(args.out))}" + (
         f" --tol {tol:g}" if tol is not None else "") + (f" --clean-tol {clean_tol:g}" if clean_tol is not None else "")
     source = f"{cmd} (records: {records_path(args.results)})"
@@ -144,10 +144,10 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from .paired import render_paired
-    from .records import load_records
+    from ..record import load
 
     fmt = out_format(args.out, args.format, {k: v for k, v in EXT_FORMAT.items() if v in ("md", "csv")}, "md")
-    text = render_paired(load_records(args.results).latest(), args.a, args.b, fmt)
+    text = render_paired(load(args.results).latest(), args.a, args.b, fmt)
     _emit(text, args.out)
     return 0
 

@@ -6,17 +6,15 @@ whether the difference is more than chance. Transfer cells are left out: each ha
 """
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
-
 import numpy as np
-import pandas as pd
 
 from ..errors import UserError, suggest
-from .records import attack_type, decode_mask, model_label
-from .tables import build_main_table, describe, worst_mask
+from ..record import Record
+from ..render import csv, markdown
+from .tables import build_main_table, describe
+from .worst import worst_mask
 
 
 @dataclass(frozen=True)
@@ -38,25 +36,24 @@ def mcnemar_p(only_a: int, only_b: int) -> float:
     return min(1.0, 2.0 * tail)
 
 
-def _mask(rec: Mapping[str, Any], key: str) -> np.ndarray:
+def _mask(rec: Record, key: str) -> np.ndarray:
     try:
-        return decode_mask(rec[key], int(rec["n"]))
-    except (KeyError, ValueError, TypeError) as e:
-        raise UserError(f"record line {rec.get('_line', '?')} ({rec.get('model')}/{rec.get('attack')}): no usable "
-                        f"{key} ({e}); re-run the evaluation") from None
+        return rec.robust() if key == "robust_mask" else rec.clean_correct()
+    except ValueError as e:
+        raise UserError(f"{rec.where()}: no usable {key} ({e}); re-run the evaluation") from None
 
 
-def paired_rows(latest: list[dict[str, Any]], a: str, b: str) -> list[PairedRow]:
+def paired_rows(latest: list[Record], a: str, b: str) -> list[PairedRow]:
     """One row per main-table column except transfer: clean, each white-box/AutoAttack/Square cell, worst case
     (which, as in the table, also requires surviving every transfer source)."""
-    names = list(dict.fromkeys(r["model"] for r in latest))
+    names = list(dict.fromkeys(r.model for r in latest))
     for name in (a, b):
         if name not in names:
             raise UserError(f"model {name}: not in these records{suggest(name, names)}; models: {', '.join(names)}")
     if a == b:
         raise UserError(f"compare names {a} twice; name two different models")
-    cells = {m: [r for r in latest if r["model"] == m and attack_type(r) != "transfer"] for m in (a, b)}
-    tests = {(r.get("n"), r.get("test_indices_hash")) for m in (a, b) for r in cells[m]}
+    cells = {m: [r for r in latest if r.model == m and r.attack_type != "transfer"] for m in (a, b)}
+    tests = {(r.n, r.test_indices_hash) for m in (a, b) for r in cells[m]}
     if len(tests) > 1:
         raise UserError(f"{a} and {b} were not scored on the same test points (n / test_indices_hash differ); "
                         "re-run them in one suite")
@@ -68,13 +65,13 @@ def paired_rows(latest: list[dict[str, Any]], a: str, b: str) -> list[PairedRow]
         masks = []
         for m in (a, b):
             if col.kind == "worst":        # as in the table: every cell at the seen budget, transfer included
-                mask = worst_mask([r for r in latest if r["model"] == m], {"norm": col.norm, "eps": col.eps})
+                mask = worst_mask([r for r in latest if r.model == m], {"norm": col.norm, "eps": col.eps})
             elif col.kind == "clean":       # the clean cell's mask, else any cell's clean_mask
-                rec = next((r for r in cells[m] if attack_type(r) == "clean" and r.get("robust_mask")), None)
-                other = next((r for r in cells[m] if r.get("clean_mask")), None)
+                rec = next((r for r in cells[m] if r.attack_type == "clean" and r.robust_mask), None)
+                other = next((r for r in cells[m] if r.clean_mask), None)
                 mask = _mask(rec, "robust_mask") if rec else _mask(other, "clean_mask") if other else None
             else:
-                rec = next((r for r in cells[m] if r["attack"] == col.attack), None)
+                rec = next((r for r in cells[m] if r.attack == col.attack), None)
                 mask = _mask(rec, "robust_mask") if rec else None
             masks.append(mask)
         ma, mb = masks
@@ -86,24 +83,21 @@ def paired_rows(latest: list[dict[str, Any]], a: str, b: str) -> list[PairedRow]
     return rows
 
 
-def render_paired(latest: list[dict[str, Any]], a: str, b: str, fmt: str = "md") -> str:
-    rows = paired_rows(latest, a, b)
-    label = {r["model"]: model_label(r) for r in latest}
-    frame = pd.DataFrame([{"Threat": r.threat, f"A: {label[a]} (%)": f"{r.acc_a:.1f}",
-                           f"B: {label[b]} (%)": f"{r.acc_b:.1f}", "A − B (points)": f"{r.acc_a - r.acc_b:+.1f}",
-                           "only A": r.only_a, "only B": r.only_b, "p": _p_text(r.p)} for r in rows])
-    if fmt == "csv":
-        buf = io.StringIO()
-        frame.to_csv(buf, index=False)
-        return buf.getvalue()
-    if fmt != "md":
+def render_paired(latest: list[Record], a: str, b: str, fmt: str = "md") -> str:
+    """The comparison as md (with a caption saying how to read it) or csv."""
+    if fmt not in ("md", "csv"):
         raise UserError(f"--format {fmt}: compare writes md or csv")
-    caption = (f"*Paired comparison on {describe(latest)[0]}: A = {label[a]}, B = {label[b]}. only A: test "
+    rows = paired_rows(latest, a, b)
+    label = {r.model: r.name for r in latest}
+    header = ["Threat", f"A: {label[a]} (%)", f"B: {label[b]} (%)", "A − B (points)", "only A", "only B", "p"]
+    cells = [[r.threat, f"{r.acc_a:.1f}", f"{r.acc_b:.1f}", f"{r.acc_a - r.acc_b:+.1f}", r.only_a, r.only_b,
+              _p_text(r.p)] for r in rows]
+    if fmt == "csv":
+        return csv(header, cells)
+    caption = (f"Paired comparison on {describe(latest)[0]}: A = {label[a]}, B = {label[b]}. only A: test "
                f"points A keeps and B loses (and the reverse); p: exact two-sided McNemar test on those two "
-               f"counts.*")
-    head = "| " + " | ".join(frame.columns) + " |\n|:--|" + "--:|" * (len(frame.columns) - 1) + "\n"
-    body = "".join("| " + " | ".join(str(v) for v in row) + " |\n" for row in frame.itertuples(index=False))
-    return caption + "\n\n" + head + body
+               f"counts.")
+    return markdown(header, cells, caption, "l" + "r" * (len(header) - 1))
 
 
 def _p_text(p: float) -> str:

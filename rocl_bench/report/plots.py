@@ -17,8 +17,9 @@ from matplotlib.ticker import FormatStrFormatter, LogLocator
 
 from ..config import read_limited
 from ..errors import UserError
+from ..record import RECORDS_FILE, Record, warn_stderr
 from ..train.checkpoint import atomic_write_bytes
-from .records import NORM_ORDER, attack_type, eps_text, model_label, norm_text, threat, warn_stderr
+from .records import NORM_ORDER, eps_text, norm_text
 from .tables import build_transfer_table, describe
 
 KINDS = ("eps-curve", "transfer", "training")
@@ -53,31 +54,31 @@ def _legend_outside(fig: Figure, ax: Any, title: str | None = None) -> None:
 
 
 # ---------------------------------------------------------------------------------------- eps curve
-def eps_curve_figure(latest: list[dict[str, Any]]) -> Figure:
+def eps_curve_figure(latest: list[Record]) -> Figure:
     """Accuracy (%) vs ε under PGD, one panel per norm, one line per model; clean accuracy at ε = 0."""
-    pgd = [r for r in latest if attack_type(r) == "pgd"]
+    pgd = [r for r in latest if r.attack_type == "pgd"]
     if not pgd:
         raise UserError("no PGD cells in these records: the eps curve plots PGD accuracy against ε; add PGD attacks "
                         "at several ε to the suite")
-    norms = sorted({threat(r)[1] for r in pgd if threat(r)[1]}, key=lambda n: NORM_ORDER.get(n, 9))
+    norms = sorted({r.threat[1] for r in pgd if r.threat[1]}, key=lambda n: NORM_ORDER.get(n, 9))
     models: dict[str, str] = {}
     for r in latest:
-        models.setdefault(r["model"], model_label(r))
+        models.setdefault(r.model, r.name)
     clean: dict[str, float] = {}
     for r in latest:
-        if attack_type(r) == "clean" or (r["model"] not in clean and r.get("clean_accuracy") is not None):
-            v = r.get("clean_accuracy")
-            clean[r["model"]] = 100.0 * float(v if v is not None else r["robust_accuracy"])
-    seen_eps = {threat(r)[1]: threat(r)[2] for r in pgd if r.get("seen")}
+        if r.attack_type == "clean" or (r.model not in clean and r.clean_accuracy is not None):
+            v = r.clean_accuracy
+            clean[r.model] = 100.0 * float(v if v is not None else r.robust_accuracy)
+    seen_eps = {r.threat[1]: r.threat[2] for r in pgd if r.seen}
     fig = _new_figure(3.6 * len(norms) + 0.4, 3.4)
     axes = fig.subplots(1, len(norms), squeeze=False)[0]
     for ax, norm in zip(axes, norms):
         for m, label in models.items():
             pts: dict[float, float] = {}
             for r in pgd:
-                kind, n, e = threat(r)
-                if r["model"] == m and n == norm and e is not None:
-                    pts[e] = min(pts.get(e, math.inf), 100.0 * r["robust_accuracy"])  # strongest PGD per ε
+                kind, n, e = r.threat
+                if r.model == m and n == norm and e is not None:
+                    pts[e] = min(pts.get(e, math.inf), 100.0 * r.robust_accuracy)  # strongest PGD per ε
             if not pts:
                 continue
             if m in clean:
@@ -86,7 +87,7 @@ def eps_curve_figure(latest: list[dict[str, Any]]) -> Figure:
             ax.plot(xs, [pts[x] for x in xs], marker="o", markersize=4, linewidth=1.5, label=label)
         if seen_eps.get(norm) is not None:
             ax.axvline(seen_eps[norm], color="0.5", linestyle=":", linewidth=1, label="training ε (seen)")
-        ticks = sorted({0.0} | {threat(r)[2] for r in pgd if threat(r)[1] == norm and threat(r)[2] is not None})
+        ticks = sorted({0.0} | {r.threat[2] for r in pgd if r.threat[1] == norm and r.threat[2] is not None})
         ax.set_xticks(ticks)
         ax.set_xticklabels(["0"] + [eps_text(t) for t in ticks[1:]], rotation=30 if len(ticks) > 4 else 0)
         ax.set_ylim(0, 100)
@@ -107,7 +108,7 @@ def eps_curve_figure(latest: list[dict[str, Any]]) -> Figure:
 
 
 # -------------------------------------------------------------------------------------- transfer map
-def transfer_figure(latest: list[dict[str, Any]]) -> Figure:
+def transfer_figure(latest: list[Record]) -> Figure:
     """Heat map sources × targets of the accuracy under transfer attacks, numbers in the cells."""
     table = build_transfer_table(latest)
     groups: list[str] = []
@@ -147,7 +148,7 @@ def transfer_figure(latest: list[dict[str, Any]]) -> Figure:
 def find_metrics(results: str | Path) -> list[Path]:
     p = Path(results)
     if p.is_file():
-        if p.name.endswith(".jsonl") and p.name != "records.jsonl":
+        if p.name.endswith(".jsonl") and p.name != RECORDS_FILE:
             return [p]
         p = p.parent
     if not p.is_dir():

@@ -4,9 +4,14 @@ Main table (`--kind main`): one row per model in suite order (model_index), name
 accuracy in percent with one decimal, the best value of each column in bold. Columns, grouped by threat
 model, in this order:
 
-  Clean | Seen <norm> (one column per seen white-box attack, "ε=8/255", suffixed FGSM/CW/APGD/EOT-PGD when
-  the attack is not plain PGD) | Unseen ℓ∞ | Unseen ℓ2 | Unseen ℓ1 (each sorted by ε) | AutoAttack ("ℓ∞
-  ε=8/255") | Square (black-box) | Transfer (mean over sources) | Worst case (seen budget)
+  Clean | Seen <norm> (one column per seen white-box attack, "ε=8/255", suffixed with the attack's title
+  (FGSM, CW, APGD, EOT-PGD) when it is not the reference attack, PGD) | Unseen ℓ∞ | Unseen ℓ2 | Unseen ℓ1
+  (each sorted by ε, then by the attack's table_order) | one group per attack with `own_column` or of the
+  black-box or transfer family, in family order: AutoAttack ("ℓ∞ ε=8/255") | Square (black-box) | Transfer
+  (mean over sources) | Worst case (seen budget)
+
+Which attack goes where is what its class declares (attacks.base.Attack: family, title, table_order,
+own_column, reference); attack types this version does not know go to "Other".
 
 * Transfer: one column per transfer attack id, the MEAN robust accuracy over every source model that
   attacked this target. The per-source numbers are in the transfer matrix (`--kind transfer`).
@@ -21,45 +26,19 @@ columns the target models (attacked), grouped by transfer attack; no bold (no si
 from __future__ import annotations
 
 import dataclasses
-import html
-import io
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Callable, Mapping
 
 import numpy as np
-import pandas as pd
 
+from ..attacks import Family, attack_class, family_of
 from ..errors import UserError, suggest
-from .records import (NORM_ORDER, NORM_TEX, WHITE_BOX, attack_type, decode_mask, eps_text, model_label,
-                      norm_text, same_eps, threat, warn_stderr)
-
-FORMATS = ("md", "csv", "latex", "html")
-KIND_ORDER = {"clean": 0, "seen": 1, "unseen": 2, "autoattack": 3, "square": 4, "transfer": 5, "other": 6,
-              "worst": 7}
-ATYPE_ORDER = {t: i for i, t in enumerate(("pgd", "eot-pgd", "apgd", "fgsm", "cw"))}
-ATYPE_NAME = {"pgd": "PGD", "eot-pgd": "EOT-PGD", "apgd": "APGD", "fgsm": "FGSM", "cw": "CW"}
-WORST_TYPES = WHITE_BOX + ("autoattack", "square", "transfer")
-
-
-@dataclass(frozen=True)
-class Column:
-    kind: str                 # clean | seen | unseen | autoattack | square | transfer | other | worst
-    norm: str | None
-    eps: float | None
-    atype: str                # attack_spec.type (the crafted_with type is not used here)
-    attack: str | None        # attack id (None for clean and worst)
-    order: tuple = ()
-    group: str = ""
-    sub: str = ""
-    group_tex: str = ""
-    sub_tex: str = ""
-    role: str = "value"       # value | ref | diff (ref/diff only with --compare)
-    target: str | None = None  # transfer matrix only: the attacked model
-
-    @property
-    def flat(self) -> str:
-        return f"{self.group} {self.sub}".strip()
+from ..record import Record, warn_stderr
+from .columns import GROUP_ORDER, Column, column_of, eps_tex, label_columns, norm_tex, own_column_kinds  # noqa: F401
+from .records import NORM_ORDER, eps_text, norm_text, same_eps
+from ..render import FORMATS, csv, html, latex, latex_grouped, markdown, tex_escape
+from .worst import group_predicate, unique, worst_case, worst_mask  # noqa: F401  (worst_mask: for callers)
 
 
 @dataclass
@@ -88,27 +67,11 @@ class Table:
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def tex_escape(text: str) -> str:
-    out = []
-    for ch in str(text):
-        out.append({"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}.get(ch, ch))
-    return "".join(out)
-
-
-def eps_tex(eps: float | None) -> str:
-    return rf"$\epsilon={eps_text(eps)}$"
-
-
-def norm_tex(norm: str | None) -> str:
-    return NORM_TEX.get(norm or "", tex_escape(str(norm)))
-
-
-def _rows(latest: list[dict[str, Any]]) -> list[Row]:
+def _rows(latest: list[Record]) -> list[Row]:
     seen: dict[str, Row] = {}
     for rec in latest:  # sorted by model_index already
-        if rec["model"] not in seen:
-            seen[rec["model"]] = Row(rec["model"], model_label(rec))
+        if rec.model not in seen:
+            seen[rec.model] = Row(rec.model, rec.name)
     rows = list(seen.values())
     counts: dict[str, int] = {}
     for r in rows:
@@ -119,126 +82,22 @@ def _rows(latest: list[dict[str, Any]]) -> list[Row]:
     return rows
 
 
-def _unique(values: Iterable[Any]) -> list[Any]:
-    out: list[Any] = []
-    for v in values:
-        if v is not None and v not in out:
-            out.append(v)
-    return out
-
-
-def describe(latest: list[dict[str, Any]]) -> tuple[str, str]:
+def describe(latest: list[Record]) -> tuple[str, str]:
     """Caption fragments (text, tex): dataset, architecture, number of test points, split, suite."""
-    ds = ", ".join(map(str, _unique(r.get("dataset") for r in latest))) or "unknown dataset"
-    arch = ", ".join(map(str, _unique(r.get("arch") for r in latest))) or "unknown architecture"
-    ns = sorted(_unique(r.get("n") for r in latest))
+    ds = ", ".join(map(str, unique(r.dataset for r in latest))) or "unknown dataset"
+    arch = ", ".join(map(str, unique(r.arch for r in latest))) or "unknown architecture"
+    ns = sorted(unique(r.n for r in latest))
     n = (f"{ns[0]}" if len(ns) == 1 else f"{ns[0]}–{ns[-1]}") if ns else "?"
-    split = ", ".join(map(str, _unique(r.get("split") for r in latest))) or "test"
-    suite = ", ".join(map(str, _unique(r.get("suite") for r in latest)))
+    split = ", ".join(map(str, unique(r.split for r in latest))) or "test"
+    suite = ", ".join(map(str, unique(r.suite for r in latest)))
     text = f"{ds} ({arch}), n={n} {split} points" + (f", suite {suite}" if suite else "")
     tex = (f"{tex_escape(ds)} ({tex_escape(arch)}), $n={n.replace('–', '$--$')}$ {tex_escape(split)} points"
            + (f", suite {tex_escape(suite)}" if suite else ""))
     return text, tex
 
 
-# --------------------------------------------------------------------------------------- worst case
-def _group_predicate(group: Callable[[Mapping[str, Any]], bool] | Mapping[str, Any]) -> Callable[..., bool]:
-    if callable(group):
-        return group
-    norm, eps = group.get("norm"), group.get("eps")
-    types = tuple(group.get("types") or WORST_TYPES)
-
-    def pred(rec: Mapping[str, Any]) -> bool:
-        kind, n, e = threat(rec)
-        return kind in types and (norm is None or n == norm) and (eps is None or same_eps(e, float(eps)))
-    return pred
-
-
-def worst_case(records: Iterable[Mapping[str, Any]],
-               group: Callable[[Mapping[str, Any]], bool] | Mapping[str, Any]) -> float | None:
-    """Fraction of points robust to EVERY cell in `group` (see worst_mask)."""
-    mask = worst_mask(records, group)
-    return None if mask is None else float(mask.mean())
-
-
-def worst_mask(records: Iterable[Mapping[str, Any]],
-               group: Callable[[Mapping[str, Any]], bool] | Mapping[str, Any]) -> np.ndarray | None:
-    """Points robust to EVERY cell in `group` (per-point AND of the decoded robust masks).
-
-    `records` are cells of one model (e.g. its latest records); `group` is a predicate on a record or a
-    mapping {"norm": "linf", "eps": 8/255[, "types": (...)]} (default types: white-box, AutoAttack,
-    Square and transfer). Returns None when no cell is in the group. A cell without a decodable
-    `robust_mask`, cells of several models, or cells with different n raise UserError.
-    """
-    pred = _group_predicate(group)
-    cells = [r for r in records if pred(r)]
-    if not cells:
-        return None
-    models = _unique(r.get("model") for r in cells)
-    if len(models) > 1:
-        raise UserError(f"worst case over several models ({', '.join(map(str, models))}); pass one model's cells")
-    ns = _unique(r.get("n") for r in cells)
-    if len(ns) != 1:
-        raise UserError(f"worst case for {models[0]}: cells have different n ({ns}); they were not evaluated on "
-                        f"the same test points, re-run the suite")
-    test_sets = _unique(r.get("test_indices_hash") for r in cells)
-    if len(test_sets) > 1:
-        raise UserError(f"worst case for {models[0]}: cells were evaluated on different test subsets "
-                        f"(test_indices_hash differs); re-run the suite so they share one")
-    n = int(ns[0])
-    acc = np.ones(n, dtype=bool)
-    for r in cells:
-        where = f"record line {r.get('_line', '?')} ({r['model']}/{r['attack']})"
-        if not r.get("robust_mask"):
-            raise UserError(f"{where}: no robust_mask, needed for the worst case; re-run the evaluation")
-        try:
-            acc &= decode_mask(r["robust_mask"], n)
-        except ValueError as e:
-            raise UserError(f"{where}: {e}") from None
-    return acc
-
-
 # ------------------------------------------------------------------------------------------ building
-def _label_columns(cols: list[Column]) -> list[Column]:
-    out = []
-    for c in cols:
-        e, et, nt, nx = eps_text(c.eps), eps_tex(c.eps), norm_text(c.norm), norm_tex(c.norm)
-        suffix = "" if c.atype == "pgd" else " " + ATYPE_NAME.get(c.atype, c.atype.upper())
-        if c.kind == "clean":
-            g, s, gt, st = "Clean", "", "Clean", ""
-        elif c.kind in ("seen", "unseen"):
-            g = f"{'Seen' if c.kind == 'seen' else 'Unseen'} {nt}"
-            gt = f"{'Seen' if c.kind == 'seen' else 'Unseen'} {nx}"
-            s, st = f"ε={e}{suffix}", f"{et}{suffix}"
-        elif c.kind in ("autoattack", "square", "transfer", "worst"):
-            name = {"autoattack": "AutoAttack", "square": "Square", "transfer": "Transfer", "worst": "Worst"}[c.kind]
-            g, gt, s, st = f"{name} {nt}", f"{name} {nx}", f"ε={e}", et
-        else:
-            g, gt, s, st = "Other", "Other", str(c.attack), tex_escape(str(c.attack))
-        out.append(dataclasses.replace(c, group=g, sub=s, group_tex=gt, sub_tex=st))
-    seen: dict[tuple[str, str], int] = {}
-    for c in out:
-        seen[(c.group, c.sub)] = seen.get((c.group, c.sub), 0) + 1
-    return [dataclasses.replace(c, sub=f"{c.sub} [{c.attack}]", sub_tex=f"{c.sub_tex} [{tex_escape(c.attack)}]")
-            if seen[(c.group, c.sub)] > 1 and c.attack else c for c in out]
-
-
-def _column_of(rec: Mapping[str, Any]) -> Column:
-    kind, norm, eps = threat(rec)
-    if kind in WHITE_BOX:
-        k = "seen" if rec.get("seen") else "unseen"
-    elif kind in ("autoattack", "square", "transfer"):
-        k = kind
-    else:
-        k = "other"
-    idx = rec.get("attack_index")
-    idx = idx if isinstance(idx, (int, float)) else math.inf
-    order = (KIND_ORDER[k], NORM_ORDER.get(norm or "", 9), eps if eps is not None else math.inf,
-             ATYPE_ORDER.get(kind, 9), idx, str(rec["attack"]))
-    return Column(k, norm, eps, kind, str(rec["attack"]), order)
-
-
-def build_main_table(latest: list[dict[str, Any]], warn: Callable[[str], None] | None = None) -> Table:
+def build_main_table(latest: list[Record], warn: Callable[[str], None] | None = None) -> Table:
     """The main table from the latest record of each cell (see the module docstring for the layout)."""
     warn = warn or warn_stderr
     rows = _rows(latest)
@@ -248,24 +107,24 @@ def build_main_table(latest: list[dict[str, Any]], warn: Callable[[str], None] |
     transfer: dict[tuple[str, tuple], list[float]] = {}
     clean_cell: dict[str, float] = {}   # from a 'clean' attack cell
     clean_any: dict[str, float] = {}    # else the clean_accuracy stored with the model's first cell
-    by_model: dict[str, list[dict[str, Any]]] = {}
+    by_model: dict[str, list[Record]] = {}
     for rec in latest:
-        model = rec["model"]
+        model = rec.model
         by_model.setdefault(model, []).append(rec)
-        if attack_type(rec) == "clean":
-            v = rec.get("clean_accuracy")
-            clean_cell[model] = float(v if v is not None else rec["robust_accuracy"])
+        if family_of(rec.attack_type) is Family.CLEAN:
+            v = rec.clean_accuracy
+            clean_cell[model] = float(v if v is not None else rec.robust_accuracy)
             continue
-        if rec.get("clean_accuracy") is not None:
-            clean_any.setdefault(model, float(rec["clean_accuracy"]))
-        col = _column_of(rec)
+        if rec.clean_accuracy is not None:
+            clean_any.setdefault(model, float(rec.clean_accuracy))
+        col = column_of(rec)
         key = (col.kind, col.attack)
         if key not in protos or col.order < protos[key].order:
             protos[key] = col
-        if col.kind == "transfer":
-            transfer.setdefault((model, key), []).append(float(rec["robust_accuracy"]))
+        if family_of(col.kind) is Family.TRANSFER:       # one value per source: the table shows their mean
+            transfer.setdefault((model, key), []).append(float(rec.robust_accuracy))
         else:
-            values[(model, key)] = float(rec["robust_accuracy"])
+            values[(model, key)] = float(rec.robust_accuracy)
     for (model, key), accs in transfer.items():
         values[(model, key)] = float(np.mean(accs))
     clean = {**clean_any, **clean_cell}
@@ -273,16 +132,18 @@ def build_main_table(latest: list[dict[str, Any]], warn: Callable[[str], None] |
     # worst case at the seen budget(s), when more than one attack hits one
     budgets: list[tuple[str | None, float | None]] = []
     for rec in latest:
-        kind, norm, eps = threat(rec)
-        if rec.get("seen") and kind in WHITE_BOX and not any(n == norm and same_eps(e, eps) for n, e in budgets):
+        kind, norm, eps = rec.threat
+        cls = attack_class(kind)
+        if rec.seen and cls is not None and cls.budget_column() \
+                and not any(n == norm and same_eps(e, eps) for n, e in budgets):
             budgets.append((norm, eps))
     worst_cols: list[Column] = []
     for norm, eps in budgets:
         group = {"norm": norm, "eps": eps}
-        pred = _group_predicate(group)
+        pred = group_predicate(group)
         if not any(sum(1 for r in recs if pred(r)) > 1 for recs in by_model.values()):
             continue
-        col = Column("worst", norm, eps, "worst", None, (KIND_ORDER["worst"], NORM_ORDER.get(norm or "", 9), eps))
+        col = Column("worst", norm, eps, "worst", None, (GROUP_ORDER["worst"], NORM_ORDER.get(norm or "", 9), eps))
         worst_cols.append(col)
         for model, recs in by_model.items():
             try:
@@ -293,7 +154,7 @@ def build_main_table(latest: list[dict[str, Any]], warn: Callable[[str], None] |
             if acc is not None:
                 values[(model, ("worst", f"{norm}:{eps}"))] = acc
     cols = sorted(protos.values(), key=lambda c: c.order)
-    labeled = _label_columns([clean_col] + cols + worst_cols)
+    labeled = label_columns([clean_col] + cols + worst_cols)
     out: dict[tuple[str, Column], float] = {}
     for c in labeled:
         for r in rows:
@@ -307,10 +168,10 @@ def build_main_table(latest: list[dict[str, Any]], warn: Callable[[str], None] |
                 out[(r.model, c)] = 100.0 * v
     text, tex = describe(latest)
     notes = []
-    if any(c.kind == "square" for c in labeled):
-        notes.append("Square: black-box (score-based) attack")
-    if any(c.kind == "transfer" for c in labeled):
-        notes.append("Transfer: mean over source models")
+    for family, note in ((Family.BLACK_BOX, "black-box (score-based) attack"),
+                         (Family.TRANSFER, "mean over source models")):
+        for kind in unique(c.kind for c in labeled if family_of(c.kind) is family):
+            notes.append(f"{attack_class(kind).display_name()}: {note}")
     if worst_cols:
         notes.append("Worst: a test point counts only if it withstands every attack at the seen budget")
     caption = f"Accuracy (%) on {text}. Best per column in bold" + "".join(f"; {n}" for n in notes) + "."
@@ -319,36 +180,36 @@ def build_main_table(latest: list[dict[str, Any]], warn: Callable[[str], None] |
     return Table(rows, labeled, out, caption, caption_tex, True, notes)
 
 
-def build_transfer_table(latest: list[dict[str, Any]]) -> Table:
+def build_transfer_table(latest: list[Record]) -> Table:
     """Transfer matrix: rows = source models, columns = (transfer attack, target model)."""
-    cells = [r for r in latest if attack_type(r) == "transfer"]
+    cells = [r for r in latest if family_of(r.attack_type) is Family.TRANSFER]
     if not cells:
         raise UserError("no transfer cells in these records; add transfer attacks to the suite, or use --kind main")
     targets = _rows(latest)
     label_of = {r.model: r.label for r in targets}
     index_of = {r.model: i for i, r in enumerate(targets)}
-    sources = sorted(_unique(r.get("source") or "?" for r in cells),
+    sources = sorted(unique(r.source or "?" for r in cells),
                      key=lambda s: (index_of.get(s, math.inf), str(s)))
     attacks: dict[str, Column] = {}
     for r in cells:
-        c = _column_of(r)
-        if r["attack"] not in attacks or c.order < attacks[r["attack"]].order:
-            attacks[r["attack"]] = c
+        c = column_of(r)
+        if r.attack not in attacks or c.order < attacks[r.attack].order:
+            attacks[r.attack] = c
     cols: list[Column] = []
     many = len(attacks) > 1
     for a in sorted(attacks.values(), key=lambda c: c.order):
         g = f"Transfer {norm_text(a.norm)} ε={eps_text(a.eps)}" + (f" [{a.attack}]" if many else "")
         gt = f"Transfer {norm_tex(a.norm)} {eps_tex(a.eps)}" + (f" [{tex_escape(a.attack)}]" if many else "")
         for t in targets:
-            if any(r["model"] == t.model and r["attack"] == a.attack for r in cells):
+            if any(r.model == t.model and r.attack == a.attack for r in cells):
                 cols.append(dataclasses.replace(a, target=t.model, group=g, group_tex=gt,
                                                 sub=t.label, sub_tex=tex_escape(t.label)))
     rows = [Row(s, label_of.get(s, s)) for s in sources]
     values = {}
     for r in cells:
         for c in cols:
-            if c.attack == r["attack"] and c.target == r["model"]:
-                values[(r.get("source") or "?", c)] = 100.0 * float(r["robust_accuracy"])
+            if c.attack == r.attack and c.target == r.model:
+                values[(r.source or "?", c)] = 100.0 * float(r.robust_accuracy)
     text, tex = describe(latest)
     caption = (f"Transfer attacks: accuracy (%) of the target model (columns) on adversarial examples crafted on "
                f"the source model (rows); {text}.")
@@ -472,68 +333,20 @@ def _cells(table: Table, fmt: str) -> list[list[str]]:
 
 
 def render(table: Table, fmt: str) -> str:
+    """The table as md, csv, latex (booktabs, two-level header) or html (see report/render.py)."""
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
-    cells = _cells(table, fmt)
+    cells, labels = _cells(table, fmt), [r.label for r in table.rows]
     if fmt == "md":
-        def esc(s: str) -> str:
-            return s.replace("|", r"\|")
-        head = [esc(table.corner)] + [esc(c.flat) for c in table.columns]
-        lines = [f"*{esc(table.caption)}*", "", "| " + " | ".join(head) + " |",
-                 "|:--" + "".join("|--:" for _ in table.columns) + "|"]
-        for r, line in zip(table.rows, cells):
-            lines.append("| " + " | ".join([esc(r.label)] + line) + " |")
-        return "\n".join(lines) + "\n"
+        return markdown([table.corner] + [c.flat for c in table.columns],
+                        [[label] + line for label, line in zip(labels, cells)], table.caption,
+                        "l" + "r" * len(table.columns))
     if fmt == "csv":
-        flat = pd.DataFrame(cells, columns=[c.flat for c in table.columns])
-        flat.insert(0, "label", [r.label for r in table.rows])
-        flat.insert(0, "model", [r.model for r in table.rows])
-        buf = io.StringIO()
-        flat.to_csv(buf, index=False, lineterminator="\n")
-        return buf.getvalue()
+        return csv(["model", "label"] + [c.flat for c in table.columns],
+                   [[r.model, r.label] + line for r, line in zip(table.rows, cells)])
     if fmt == "latex":
-        columns = pd.MultiIndex.from_tuples([(c.group_tex, c.sub_tex) for c in table.columns])
-        df = pd.DataFrame(cells, index=[r.label for r in table.rows], columns=columns)
-        styler = df.style.format_index(escape="latex", axis=0)
-        body = styler.to_latex(hrules=True, multicol_align="c", caption=table.caption_tex, position="htbp",
-                               position_float="centering", column_format="l" + "r" * len(table.columns),
-                               label=table.label)
-        return _latex_polish(body, table.columns)
-    columns = pd.MultiIndex.from_tuples([(c.group, c.sub) for c in table.columns])
-    df = pd.DataFrame(cells, index=[r.label for r in table.rows], columns=columns)
-    styler = (df.style.format_index(escape="html", axis=0).format_index(escape="html", axis=1)
-              .set_caption(html.escape(table.caption))
-              .set_table_attributes('class="rocl-bench" border="1" style="border-collapse: collapse"'))
-    return styler.to_html()
-
-
-LATEX_NEEDS = r"\usepackage{booktabs} and \usepackage{graphicx}"
-
-
-def _latex_polish(body: str, columns: list[Column]) -> str:
-    """booktabs \\cmidrule under each group header, a smaller font, and shrink-to-fit (never enlarge): a wide
-    tabular is scaled down to \\linewidth with graphicx's \\resizebox, a narrow one keeps its natural size."""
-    spans, start = [], 0
-    for j in range(1, len(columns) + 1):
-        if j == len(columns) or columns[j].group_tex != columns[start].group_tex:
-            if any(c.sub_tex for c in columns[start:j]):  # a group with sub-headers (plain Clean has none)
-                spans.append(rf"\cmidrule(lr){{{start + 2}-{j + 1}}}")
-            start = j
-    out = [f"% rocl-bench table: needs {LATEX_NEEDS} in the preamble"]
-    after_top = False
-    for line in body.splitlines():
-        if line.startswith(r"\begin{tabular}"):
-            out.append(r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%")
-        out.append(line)
-        if line.startswith(r"\end{tabular}"):
-            out[-1] += "%"
-            out.append("}")
-        if line.strip() == r"\centering":
-            out += [r"\small", r"\setlength{\tabcolsep}{4pt}"]
-        if line.strip() == r"\toprule":
-            after_top = True
-        elif after_top:
-            after_top = False
-            if spans:
-                out.append(" ".join(spans))
-    return "\n".join(out) + "\n"
+        header = [(c.group_tex, c.sub_tex) for c in table.columns]
+        body = latex(header, cells, table.caption_tex, table.label, index=labels,
+                     column_format="l" + "r" * len(table.columns), header_tex=True)
+        return latex_grouped(body, header)
+    return html([(c.group, c.sub) for c in table.columns], cells, labels, table.caption)

@@ -1,6 +1,9 @@
-"""Training: the config, the single loop, the optimizer/schedule and the checkpoint format."""
+"""Training, one job per module: spec.py (the config), build.py (model and method from a config, the encoder
+transplant), ddp.py (the torchrun wrapping), loop.py (the only loop), folder.py (a run's folder and identity),
+optim.py (LARS, schedules), checkpoint.py (the checkpoint format)."""
 from .checkpoint import load_checkpoint, save_checkpoint
-from .loop import resolve_device, train
+from .folder import identity_hash
+from .loop import train
 from .spec import TrainConfig, make_train_config
 
-__all__ = ["TrainConfig", "make_train_config", "train", "resolve_device", "load_checkpoint", "save_checkpoint"]
+__all__ = ["TrainConfig", "make_train_config", "train", "identity_hash", "load_checkpoint", "save_checkpoint"]

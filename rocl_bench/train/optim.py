@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from typing import Any, Iterable
 
 import torch
 
@@ -63,3 +63,10 @@ def learning_rate(base: float, t: float, *, total: int, schedule: str, warmup_ep
     if schedule == "step":
         return peak * gamma ** sum(1 for m in milestones if t >= m)
     return peak
+
+
+def make_optimizer(cfg: Any, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """The configured optimizer over exactly the parameters the method trains (LARS or SGD with momentum)."""
+    if cfg.optimizer == "lars":
+        return LARS(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, trust_coef=cfg.lars_trust)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)

@@ -1,9 +1,8 @@
-"""Wrappers of the reference attack libraries: torchattacks (FGSM, CW) and pyautoattack (AutoAttack, APGD, Square).
+"""pyautoattack's AutoAttack, APGD and Square, run as they are.
 
-Both libraries draw from torch's global RNG (pyautoattack re-seeds it with its own `seed` before every
-attack batch). Every wrapper runs inside `torch.random.fork_rng`, so the caller's global RNG state is left as
-it was; torchattacks is seeded from the evaluation's generator, pyautoattack from `seed` (None: the
-evaluation's seed). Both libraries are imported on first use (torchattacks alone takes ~3 s to import).
+pyautoattack draws from torch's global RNG and re-seeds it with its own `seed` before every attack batch
+(None: the evaluation's seed); every adapter runs inside `runtime.forked_rng`, so the caller's global RNG
+state is left as it was, and none draws from the evaluation's generator. pyautoattack is imported on first use.
 
 pyautoattack reports its sanity checks (randomized / dynamic defence, probabilities instead of logits, zero
 gradients, too many target classes, Square beating the white-box attacks) through the 'auto-attack' logger at
@@ -25,83 +24,14 @@ from torch import nn
 
 from ..config import require
 from ..errors import UserError
-from .registry import Attack, canonical_norm, check_eps, check_steps, register_attack
+from ..runtime import forked_rng
+from .base import Attack, Family, Skip, canonical_norm, check_eps, check_steps, no_draws, register_attack
 
 AA_NORM = {"linf": "Linf", "l2": "L2", "l1": "L1"}
 AA_ATTACKS = ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t")
 AALiteral = Literal["apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"]
 
 
-@contextlib.contextmanager
-def forked_rng(device: torch.device, seed: int | None = None) -> Iterator[None]:
-    """Run with torch's global RNG forked (restored afterwards), optionally seeded."""
-    devices = [device.index if device.index is not None else torch.cuda.current_device()] \
-        if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        if seed is not None:
-            torch.manual_seed(seed)
-        yield
-
-
-def draw_seed(generator: torch.Generator) -> int:
-    return int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
-
-
-# ---------------------------------------------------------------- torchattacks
-@register_attack
-@dataclass(frozen=True)
-class FGSM(Attack):
-    """torchattacks.FGSM: one signed-gradient step of size eps (ℓ∞)."""
-
-    name: ClassVar[str] = "fgsm"
-    norm: ClassVar[str] = "linf"
-    eps: float
-
-    def validate(self, where: str) -> None:
-        check_eps(self.eps, "linf", where)
-
-    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        import torchattacks
-
-        with forked_rng(x.device, draw_seed(generator)):
-            return torchattacks.FGSM(model, eps=self.eps)(x, y).detach()
-
-
-@register_attack
-@dataclass(frozen=True)
-class CW(Attack):
-    """torchattacks.CW (Carlini–Wagner ℓ2, fixed c), judged against an ℓ2 budget.
-
-    CW minimises the perturbation rather than staying inside a ball, so a point counts as fooled only if its
-    CW example lies within ℓ2 distance `eps`; points whose CW example is farther fall back to the clean input
-    (they are robust at this budget as far as CW can tell).
-    """
-
-    name: ClassVar[str] = "cw"
-    norm: ClassVar[str] = "l2"
-    eps: float
-    c: float = 1.0
-    kappa: float = 0.0
-    steps: int = 100
-    lr: float = 0.01
-
-    def validate(self, where: str) -> None:
-        check_eps(self.eps, "l2", where)
-        require(self.c > 0, f"{where}.c", f"must be positive, got {self.c:g}")
-        require(self.kappa >= 0, f"{where}.kappa", f"must be >= 0, got {self.kappa:g}")
-        check_steps(self.steps, where)
-        require(self.lr > 0, f"{where}.lr", f"must be positive, got {self.lr:g}")
-
-    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        import torchattacks
-
-        with forked_rng(x.device, draw_seed(generator)):
-            x_adv = torchattacks.CW(model, c=self.c, kappa=self.kappa, steps=self.steps, lr=self.lr)(x, y).detach()
-        far = (x_adv - x).flatten(1).norm(dim=1) > self.eps
-        return torch.where(far.view(-1, *([1] * (x.dim() - 1))), x, x_adv)
-
-
-# ---------------------------------------------------------------- pyautoattack
 class _Collect(logging.Handler):
     def __init__(self, out: list[str]) -> None:
         super().__init__(logging.WARNING)
@@ -159,6 +89,10 @@ class _PyAutoAttack(Attack):
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return self.run_with_flags(model, x, y, generator)[0]
 
+    def skip_draws(self) -> Skip | None:
+        """pyautoattack re-seeds from `seed` per batch and never draws from the evaluation's generator."""
+        return no_draws
+
 
 def _check_seed(seed: Optional[int], where: str) -> None:
     require(seed is None or seed >= 0, f"{where}.seed", f"must be >= 0, got {seed}")
@@ -175,6 +109,9 @@ class AutoAttackSpec(_PyAutoAttack):
     """
 
     name: ClassVar[str] = "autoattack"
+    family: ClassVar[Family] = Family.WHITE_BOX
+    title: ClassVar[str] = "AutoAttack"
+    own_column: ClassVar[bool] = True
     batches_itself: ClassVar[bool] = True
     eps: float
     norm: str = "linf"
@@ -193,6 +130,10 @@ class AutoAttackSpec(_PyAutoAttack):
         elif self.attacks is not None:
             raise UserError(f"{where}.attacks: only allowed with version: custom (version '{self.version}' "
                             "fixes its own attacks); drop it or set version: custom")
+
+    def skip_draws(self) -> Skip | None:
+        """It batches itself (all points in one call), so there is no batch for a rank to skip."""
+        return None
 
     def run_with_flags(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator,
                        batch_size: int = 256) -> tuple[torch.Tensor, list[str]]:
@@ -214,6 +155,9 @@ class APGD(_PyAutoAttack):
     """One APGD run of pyautoattack (APGD-CE or APGD-DLR), as AutoAttack configures it (rho 0.75, no EOT)."""
 
     name: ClassVar[str] = "apgd"
+    family: ClassVar[Family] = Family.WHITE_BOX
+    title: ClassVar[str] = "APGD"
+    table_order: ClassVar[int] = 2
     eps: float
     norm: str = "linf"
     loss: Literal["ce", "dlr"] = "ce"
@@ -247,6 +191,8 @@ class Square(_PyAutoAttack):
     """pyautoattack's Square Attack (score-based, no gradients), with AutoAttack's schedule (no rescaling)."""
 
     name: ClassVar[str] = "square"
+    family: ClassVar[Family] = Family.BLACK_BOX
+    title: ClassVar[str] = "Square"
     eps: float
     norm: str = "linf"
     queries: int = 5000

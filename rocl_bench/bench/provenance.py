@@ -1,33 +1,20 @@
-"""Append-only result records: each finished cell is added by rewriting the file atomically (never a torn line)."""
+"""What a record says about where it came from (versions, commit, time, memory), and the results-folder lock.
+
+The record itself, its file and its append live in `rocl_bench.record`."""
 from __future__ import annotations
 
 import functools
-import json
 import subprocess
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 from ..locking import FolderLock
-from ..train.checkpoint import atomic_write_bytes
-
-RECORDS = "records.jsonl"
-TIMING_FIELDS = ("seconds", "peak_memory_mb", "timestamp", "train_seconds")
-
-
-def append_record(path: Path, record: dict[str, Any]) -> None:
-    """Add one record. The whole file is rewritten to a temporary file and renamed, so a kill at any moment
-    leaves either the old file or the new one, never a truncated line."""
-    old = path.read_bytes() if path.exists() else b""
-    if old and not old.endswith(b"\n"):
-        old += b"\n"
-    line = (json.dumps(record, sort_keys=True) + "\n").encode()
-    atomic_write_bytes(path, lambda f: f.write(old + line))
 
 
 @functools.lru_cache(maxsize=1)
 def versions() -> dict[str, str]:
+    """rocl_bench and the attack libraries' versions: a number is only comparable with the code that made it."""
     from ..version import __version__
 
     out = {"rocl_bench": __version__}
@@ -41,6 +28,7 @@ def versions() -> dict[str, str]:
 
 @functools.lru_cache(maxsize=1)
 def git_commit() -> str | None:
+    """The commit of the checkout this package runs from, or None outside git."""
     here = Path(__file__).resolve().parent
     try:
         r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
@@ -50,6 +38,7 @@ def git_commit() -> str | None:
 
 
 def timestamp() -> str:
+    """UTC, to the second: when the cell finished."""
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

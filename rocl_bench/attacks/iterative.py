@@ -1,116 +1,17 @@
-"""Evaluation attacks, named in a suite's YAML by `type` and checked once into frozen dataclasses.
-
-Every attack is a frozen dataclass that is at the same time its own spec (what a record stores) and the
-object that runs: `norm` ('linf' | 'l2' | 'l1', or None for `clean`), `eps`, and
-`run(model, x, y, generator) -> x_adv`. Budgets are on [0, 1] images. Our own attacks (clean, pgd, eot-pgd)
-live here; the wrappers of torchattacks and pyautoattack live in attacks/library.py and register themselves
-when this module is imported. `attacks.evaluate.evaluate` is the one place that runs them.
-"""
+"""PGD and EOT-PGD, our own attacks on the one engine (attacks.pgd), with restarts on the points still robust."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Mapping, Optional
+from typing import Any, ClassVar, Literal, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import from_mapping, require, to_dict
-from ..errors import UserError, suggest
-from ..registry import Registry
+from ..config import require
+from .base import Attack, Family, Skip, canonical_norm, check_eps, check_steps, no_draws, register_attack
 from .pgd import pgd
-
-NORMS = ("linf", "l2", "l1")
-
-
-class Attack:
-    """Base class of the registered attack dataclasses.
-
-    Subclasses are frozen dataclasses with a `name` (the YAML `type`), a `norm` and an `eps`, and implement
-    `run`. Attacks that report diagnostics (pyautoattack's checks) override `run_with_flags`. Attacks that do
-    their own batching (AutoAttack, so that its batches are exactly pyautoattack's) set `batches_itself`.
-    """
-
-    name: ClassVar[str] = ""
-    batches_itself: ClassVar[bool] = False
-    norm: Optional[str]
-    eps: float
-
-    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        raise NotImplementedError
-
-    def run_with_flags(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator,
-                       batch_size: int = 256) -> tuple[torch.Tensor, list[str]]:
-        """x_adv plus warnings worth keeping in the record (empty for attacks that have none)."""
-        return self.run(model, x, y, generator), []
-
-    def predict(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """Labels the success test uses (EOT attacks average logits over several calls)."""
-        return model(x).argmax(1)
-
-    def check_input(self, x: torch.Tensor) -> None:
-        """Budgets that cannot mean anything for images of this size are a user mistake, said in one line."""
-        if self.norm in ("l1", "l2") and x.dim() > 1:
-            d = x[0].numel()
-            biggest = float(d) if self.norm == "l1" else math.sqrt(d)
-            if self.eps > biggest:
-                raise UserError(
-                    f"attack '{self.name}': {self.norm} eps={self.eps:g} is larger than the largest {self.norm} "
-                    f"distance between two images of {d} values in [0, 1] ({biggest:g}); "
-                    f"use eps <= {biggest:g}")
-
-    def describe(self) -> dict[str, Any]:
-        """Plain mapping for records: {'type': name, **fields}."""
-        return {"type": self.name, **to_dict(self)}
-
-
-ATTACKS: Registry[type[Attack]] = Registry("attack")
-
-
-def register_attack(cls: type[Attack]) -> type[Attack]:
-    ATTACKS.register(cls.name)(cls)
-    return cls
-
-
-def build_attack(mapping: Any, where: str = "attack") -> Attack:
-    """Build an attack from a YAML mapping {type: NAME, ...fields}; any mistake is one UserError naming `where`."""
-    if isinstance(mapping, str):            # a bare name, e.g. `- clean`
-        mapping = {"type": mapping}
-    if not isinstance(mapping, Mapping):
-        raise UserError(f"{where}: expected a mapping with a 'type' key, got {type(mapping).__name__}")
-    if "type" not in mapping:
-        raise UserError(f"{where}: missing required key 'type'; choose from: {', '.join(ATTACKS.names())}")
-    kind = mapping["type"]
-    if not isinstance(kind, str):
-        raise UserError(f"{where}.type: expected an attack name, got {kind!r}; "
-                        f"choose from: {', '.join(ATTACKS.names())}")
-    cls = ATTACKS.get(kind, f"{where}.type")
-    return from_mapping(cls, {k: v for k, v in mapping.items() if k != "type"}, where)
-
-
-def attack_names() -> list[str]:
-    return ATTACKS.names()
-
-
-# ---------------------------------------------------------------- shared field checks
-def canonical_norm(obj: Any, where: str, allowed: tuple[str, ...] = NORMS) -> None:
-    """Accept 'Linf' / 'linf' / 'LINF' (pyautoattack spells them capitalised); store lower case."""
-    value = str(obj.norm).lower()
-    if value not in allowed:
-        raise UserError(f"{where}.norm: '{obj.norm}' is not allowed{suggest(value, allowed)}; "
-                        f"allowed: {', '.join(allowed)} (any case)")
-    object.__setattr__(obj, "norm", value)
-
-
-def check_eps(eps: float, norm: str, where: str) -> None:
-    require(eps > 0, f"{where}.eps", f"must be positive, got {eps:g}")
-    if norm == "linf":
-        require(eps <= 1, f"{where}.eps", f"an linf budget on [0, 1] images must be at most 1, got {eps:g}")
-
-
-def check_steps(steps: int, where: str, key: str = "steps") -> None:
-    require(1 <= steps <= 100_000, f"{where}.{key}", f"must be between 1 and 100000, got {steps}")
+from .projections import random_start
 
 
 def check_iterative(obj: Any, where: str) -> None:
@@ -135,20 +36,6 @@ def _loss(name: str, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, y, reduction="none") if name == "ce" else margin_loss(logits, y)
 
 
-# ---------------------------------------------------------------- our attacks
-@register_attack
-@dataclass(frozen=True)
-class Clean(Attack):
-    """No attack: robust accuracy equals clean accuracy (the battery's reference row)."""
-
-    name: ClassVar[str] = "clean"
-    norm: ClassVar[Optional[str]] = None
-    eps: ClassVar[float] = 0.0
-
-    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return x.detach().clone()
-
-
 L1_STEP_RATIO = 1.0      # ℓ1 default step: eps·ratio per step (see PGD.step)
 
 
@@ -168,6 +55,10 @@ class PGD(Attack):
     """
 
     name: ClassVar[str] = "pgd"
+    family: ClassVar[Family] = Family.WHITE_BOX
+    title: ClassVar[str] = "PGD"
+    table_order: ClassVar[int] = 0
+    reference: ClassVar[bool] = True
     eps: float
     norm: str = "linf"
     steps: int = 20
@@ -203,6 +94,17 @@ class PGD(Attack):
         self.check_input(x)
         return _with_restarts(self, model, x, y, generator)
 
+    def skip_draws(self) -> Skip | None:
+        """One random start per batch; restarts attack only the points still robust, so they do not replay."""
+        if self.restarts > 1:
+            return None
+        if not self.random_start:
+            return no_draws
+
+        def start(xb: torch.Tensor, g: torch.Generator) -> None:
+            random_start(xb, self.norm, self.eps, g)
+        return start
+
 
 def _with_restarts(attack: Any, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                    g: torch.Generator) -> torch.Tensor:
@@ -234,6 +136,9 @@ class EOTPGD(Attack):
     """
 
     name: ClassVar[str] = "eot-pgd"
+    family: ClassVar[Family] = Family.WHITE_BOX
+    title: ClassVar[str] = "EOT-PGD"
+    table_order: ClassVar[int] = 1
     eps: float
     norm: str = "linf"
     steps: int = 20
@@ -280,4 +185,3 @@ class EOTPGD(Attack):
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return _with_restarts(self, model, x, y, generator)
-
