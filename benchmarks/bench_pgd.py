@@ -4,12 +4,14 @@ Run:  pytest benchmarks/bench_pgd.py --benchmark-only -q
 Cases: (a) the digits test set (360 images) on a Madry-trained digits MLP; (b) a random-init `cnn-small` on
 random 3×32×32 inputs (batch 128) labelled with its own predictions. `ours` is the registered `pgd` attack
 (it stops attacking a point once fooled); `ours-all-steps` is the engine with early stopping off, i.e. the
-same work as torchattacks, for the per-step overhead. Images per second = batch / round time (mean round
-and best round); the summary at the end prints ours/torchattacks ratios. Threads: $ROCL_BENCH_THREADS
-(default 1, see conftest.py).
+same work as torchattacks, for the per-step overhead. The three run in interleaved rounds in one process
+(benchmarks/interleave.py, ROUNDS rounds); the figure is the median per-round ratio of images/s, ours /
+torchattacks, printed in the summary at the end. Threads: $ROCL_BENCH_THREADS (default 1, see conftest.py).
 """
 from __future__ import annotations
 
+import os
+import statistics
 import tempfile
 from typing import Callable
 
@@ -18,14 +20,16 @@ import torch
 import torch.nn.functional as F
 
 from rocl_bench.attacks import pgd
-from rocl_bench.attacks.registry import build_attack
+from rocl_bench.attacks import build_attack
 from rocl_bench.data import load_dataset
 from rocl_bench.models.loading import classifier_from_checkpoint
 from rocl_bench.models.nets import ModelSpec, build_model
 from rocl_bench.train import make_train_config, train
 
+from interleave import interleaved_rounds, median_ratio, summary
+
 STEPS = 10
-ROUNDS = 5
+ROUNDS = int(os.environ.get("ROCL_BENCH_ROUNDS", 5))
 
 
 def _digits_case():
@@ -70,29 +74,14 @@ def _impls(model, x, y, eps) -> dict[str, Callable[[], torch.Tensor]]:
     }
 
 
-@pytest.fixture(scope="module", params=list(CASES))
-def case(request):
-    name = request.param
-    if name not in _BUILT:
-        model, x, y, eps = CASES[name]()
-        _BUILT[name] = (len(x), _impls(model, x, y, eps))
-    return (name, *_BUILT[name])
-
-
-@pytest.mark.parametrize("impl", ["torchattacks", "ours", "ours-all-steps"])
-def test_pgd10_linf(benchmark, case, impl: str, speeds) -> None:
-    """Each timed round follows an untimed round of the competitor (torchattacks, or ours for torchattacks),
-    so both see the same interleaved machine state; sequential blocks were biased by load drift here."""
-    name, n, impls = case
-    benchmark.group = name
-    other = impls["ours" if impl == "torchattacks" else "torchattacks"]
+@pytest.mark.parametrize("name", list(CASES))
+def test_pgd10_linf(benchmark, name: str, speeds) -> None:
+    model, x, y, eps = CASES[name]()
+    impls = _impls(model, x, y, eps)
     torch.manual_seed(0)
-    benchmark.pedantic(impls[impl], setup=lambda: (other(), None)[1], rounds=ROUNDS, iterations=1,
-                       warmup_rounds=1)
-    stats = benchmark.stats.stats
-    benchmark.extra_info["images_per_s"] = round(n / stats.mean, 1)
-    benchmark.extra_info["images_per_s_best"] = round(n / stats.min, 1)
-    speeds.setdefault(name, {})[impl] = (n / stats.mean, n / stats.min)
-    base = speeds[name].get("torchattacks")
-    if base and impl != "torchattacks":
-        benchmark.extra_info["ratio_vs_torchattacks"] = round(n / stats.mean / base[0], 3)
+    times: dict[str, list[float]] = {}
+    benchmark.group = name
+    benchmark.pedantic(lambda: times.update(interleaved_rounds(impls, ROUNDS)), rounds=1, iterations=1)
+    benchmark.extra_info.update(n=len(x), **summary(times, "torchattacks"))
+    speeds[name] = {impl: (len(x) / statistics.median(t), median_ratio(times, "torchattacks", impl))
+                    for impl, t in times.items()}

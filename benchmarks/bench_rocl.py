@@ -1,12 +1,14 @@
-"""One RoCL training step and one instance-wise attack (ResNet18, batch 128, 32×32): ours vs the official way.
+"""One RoCL training step and one instance-wise attack (ResNet18, 32×32): ours vs the official way.
 
 The reference reproduces the official code's work with our loss functions: each attack step forwards
-cat(x_adv, target) and takes the full 2N×2N loss; the regulariser makes its own forward pass. Run with
-`pytest benchmarks/bench_rocl.py --benchmark-only` (minutes on a 2-core CPU; seconds on a GPU).
+cat(x_adv, target) and takes the full 2N×2N loss; the regulariser makes its own forward pass. Each test runs
+the variants in interleaved rounds in one process (benchmarks/interleave.py) and reports the median per-round
+speed-up over the official way. Run with
+`pytest benchmarks/bench_rocl.py --benchmark-only -s` (batch $ROCL_BENCH_BATCH, default 32 on the CPU and 128 on
+CUDA; rounds $ROCL_BENCH_ROUNDS, default 3; about 5 min on a 2-core CPU, seconds on a GPU).
 """
 import os
 
-import pytest
 import torch
 
 from rocl_bench.attacks.instance import instance_attack
@@ -16,9 +18,12 @@ from rocl_bench.losses import nt_xent
 from rocl_bench.methods.contrastive import RoCL, RoCLParams
 from rocl_bench.models import ModelSpec, build_model
 
-BATCH = int(os.environ.get("ROCL_BENCH_BATCH", 128))
-ARCH = os.environ.get("ROCL_BENCH_ARCH", "resnet18")
+from interleave import interleaved_rounds, summary
+
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+BATCH = int(os.environ.get("ROCL_BENCH_BATCH", 128 if DEVICE.type == "cuda" else 32))
+ARCH = os.environ.get("ROCL_BENCH_ARCH", "resnet18")
+ROUNDS = int(os.environ.get("ROCL_BENCH_ROUNDS", 3))
 EPS, STEP, STEPS = 8 / 255, 0.007, 7
 
 
@@ -68,42 +73,48 @@ def _autocast():
     return torch.autocast(device_type=DEVICE.type, dtype=torch.bfloat16, enabled=DEVICE.type == "cuda")
 
 
-@pytest.mark.parametrize("variant", ["official", "ours", "ours-reuse"])
-def test_rocl_step(benchmark, variant):
-    model = _model().train()
-    info = dataset_info("cifar10")
-    method = RoCL(RoCLParams(reuse_projections=variant == "ours-reuse"), info)
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
-    x = _batch()
-    fn = official_step if variant == "official" else our_step
-
+def _timed(fn):
     def run():
         with _autocast():
-            fn(model, method, x, torch.Generator().manual_seed(0), opt)
+            fn()
         if DEVICE.type == "cuda":
             torch.cuda.synchronize()
-
-    run()   # warm-up
-    benchmark.pedantic(run, rounds=int(os.environ.get("ROCL_BENCH_ROUNDS", 2)), iterations=1)
-    benchmark.extra_info.update(batch=BATCH, arch=ARCH, device=str(DEVICE))
+    return run
 
 
-@pytest.mark.parametrize("variant", ["official", "ours"])
-def test_instance_attack(benchmark, variant):
+def _report(benchmark, times, what):
+    benchmark.extra_info.update(batch=BATCH, arch=ARCH, device=str(DEVICE), **summary(times, "official"))
+    print(f"\n{what} ({ARCH}, batch {BATCH}, {DEVICE}, {len(times['official'])} interleaved rounds, median s): "
+          + ", ".join(f"{k} {v}" for k, v in benchmark.extra_info.items() if k.endswith(("_s", "_official"))))
+
+
+def test_rocl_step(benchmark):
+    """One training step: the official way, ours, ours with reuse_projections (each with its own model copy,
+    so the optimiser steps of one do not change the work of another)."""
+    info = dataset_info("cifar10")
+    x = _batch()
+    impls = {}
+    for variant in ("official", "ours", "ours-reuse"):
+        model = _model().train()
+        method = RoCL(RoCLParams(reuse_projections=variant == "ours-reuse"), info)
+        opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+        fn = official_step if variant == "official" else our_step
+        impls[variant] = _timed(lambda fn=fn, model=model, method=method, opt=opt:
+                                fn(model, method, x, torch.Generator().manual_seed(0), opt))
+    times = {}
+    benchmark.pedantic(lambda: times.update(interleaved_rounds(impls, ROUNDS)), rounds=1, iterations=1)
+    _report(benchmark, times, "RoCL training step")
+
+
+def test_instance_attack(benchmark):
     model = _model().train()
     x = _batch()
     t2 = x.flip(3)
-
-    def run():
-        g = torch.Generator().manual_seed(0)
-        with _autocast():
-            if variant == "official":
-                official_attack(model, x, t2, g)
-            else:
-                instance_attack(model, x, t2, eps=EPS, step=STEP, steps=STEPS, rand_init=True, generator=g)
-        if DEVICE.type == "cuda":
-            torch.cuda.synchronize()
-
-    run()
-    benchmark.pedantic(run, rounds=int(os.environ.get("ROCL_BENCH_ROUNDS", 2)), iterations=1)
-    benchmark.extra_info.update(batch=BATCH, arch=ARCH, device=str(DEVICE))
+    impls = {
+        "official": _timed(lambda: official_attack(model, x, t2, torch.Generator().manual_seed(0))),
+        "ours": _timed(lambda: instance_attack(model, x, t2, eps=EPS, step=STEP, steps=STEPS, rand_init=True,
+                                               generator=torch.Generator().manual_seed(0))),
+    }
+    times = {}
+    benchmark.pedantic(lambda: times.update(interleaved_rounds(impls, ROUNDS)), rounds=1, iterations=1)
+    _report(benchmark, times, "instance-wise attack")

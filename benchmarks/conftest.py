@@ -7,7 +7,7 @@ from typing import Iterator
 import pytest
 import torch
 
-# case -> implementation -> (images/s from the mean round, images/s from the best round), filled by bench_pgd.py
+# case -> implementation -> (images/s of the median round, median per-round ratio to torchattacks), from bench_pgd.py
 SPEEDS: dict[str, dict[str, tuple[float, float]]] = {}
 THREADS: list[int] = []
 
@@ -32,12 +32,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # no
     if not SPEEDS:
         return
     tr = terminalreporter
-    tr.section("PGD-10 linf: images per second, mean round / best round (ratio = ours / torchattacks)")
+    tr.section("PGD-10 linf: images per second (median round) and median per-round ratio ours / torchattacks")
     for case, row in SPEEDS.items():
         tr.write_line(f"{case}:")
-        base = row.get("torchattacks")
-        for impl, (mean, best) in row.items():
-            ratio = f"   ratio {mean / base[0]:.2f} / {best / base[1]:.2f}" if base and impl != "torchattacks" else ""
-            tr.write_line(f"  {impl:15s} {mean:10,.0f} / {best:10,.0f} img/s{ratio}")
+        for impl, (speed, ratio) in row.items():
+            tr.write_line(f"  {impl:15s} {speed:10,.0f} img/s   ratio {ratio:.2f}")
     tr.write_line(f"intra-op threads: {THREADS[0] if THREADS else torch.get_num_threads()} "
                   "(set ROCL_BENCH_THREADS to change)")
