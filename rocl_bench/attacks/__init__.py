@@ -20,6 +20,9 @@ every module in its folder, so the new file registers itself):
 3. If its draws from `generator` per batch depend only on the batch (not on the model or the outcome),
    override `skip_draws()` to return a function making exactly those draws, so runs under torchrun shard
    its cells; otherwise leave the default (None: the cell runs whole on rank 0).
+   If it stops points early on the model it attacks, override `for_transfer()` to return the variant that takes
+   every step (transfer cells craft with it). Bump its `revision` whenever what it computes for the same spec
+   changes: the runner then re-runs its cells, and only those.
 4. Add `tests/test_<name>.py`: budgets hold (evaluate() checks every batch), it is not weaker than a
    reference where one exists, and `skip_draws` replays its draws (see tests/test_distributed.py).
 """

@@ -58,9 +58,13 @@ class Attack:
     reference    The budget columns' default attack: its columns carry no suffix (only PGD).
     batches_itself  evaluate() hands it all points at once (AutoAttack, so its batches are pyautoattack's).
     in_suites    Can be named in a suite's `attacks` (False for `transfer`, which the `transfer` section makes).
+    revision     Revision of the implementation: bump it when the attack's behaviour changes (what it computes
+                 for the same spec), so that the runner re-runs that attack's cells, and only those (a cell's
+                 key includes it, bench.runner.Runner.cell_hash).
 
     Attacks that report diagnostics (pyautoattack's checks) override `run_with_flags`; randomized-model
-    attacks (EOT) override `predict`. Override `skip_draws` when the draws of a batch can be replayed.
+    attacks (EOT) override `predict`. Override `skip_draws` when the draws of a batch can be replayed, and
+    `for_transfer` when the attack can stop early on the model it attacks.
     """
 
     name: ClassVar[str] = ""
@@ -71,6 +75,7 @@ class Attack:
     reference: ClassVar[bool] = False
     batches_itself: ClassVar[bool] = False
     in_suites: ClassVar[bool] = True
+    revision: ClassVar[int] = 1
     norm: Optional[str]
     eps: float
 
@@ -101,6 +106,14 @@ class Attack:
         the points still robust), or are not known. Cells whose attack returns None run whole on rank 0 under
         torchrun, so None is always safe. A subclass that draws differently must override this too."""
         return None
+
+    def for_transfer(self) -> "Attack":
+        """The variant that crafts transfer examples: full strength on the source, every step taken.
+
+        An attack that stops a point at the first iterate fooling the source (our PGD) hands the target a
+        barely-adversarial example and overstates transfer robustness; such attacks return a copy that runs
+        to the end. The default is the attack itself (it has no early stop)."""
+        return self
 
     def check_input(self, x: torch.Tensor) -> None:
         """Budgets that cannot mean anything for images of this size are a user mistake, said in one line."""

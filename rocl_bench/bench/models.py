@@ -16,7 +16,7 @@ from ..models.smoothing import SmoothedClassifier
 from ..train import load_checkpoint, train
 from ..train.checkpoint import file_sha256, remove_if_empty
 from ..train.folder import identity_hash
-from .suite import ModelEntry, Suite, import_factory, smoothing_spec
+from .suite import ModelEntry, Suite, factory_source, import_factory, smoothing_spec
 
 
 @dataclasses.dataclass
@@ -32,9 +32,11 @@ class ReadyModel:
     checkpoint_sha256: str | None
     module: nn.Module
     train_seconds: float | None = None
+    randomized: bool = False          # outputs change between calls (bench.runner.Runner.check_randomness)
 
 
-def _factory(spec: str, where: str, suite_dir: Path | None = None) -> nn.Module:
+def _factory(spec: str, where: str, suite_dir: Path | None = None) -> tuple[nn.Module, str | None]:
+    """The factory's model and the SHA-256 of the file that defines the factory function (bench.suite.factory_source)."""
     fn = import_factory(spec, suite_dir, f"{where}.factory")
     try:
         model = fn()
@@ -43,23 +45,24 @@ def _factory(spec: str, where: str, suite_dir: Path | None = None) -> nn.Module:
                         f"{(str(e).splitlines() or [''])[0][:160]}; fix the factory function") from None
     if not isinstance(model, nn.Module):
         raise UserError(f"{where}.factory: '{spec}' returned {type(model).__name__}, not a torch.nn.Module")
-    return model
+    return model, factory_source(fn)
 
 
-def _load_external(entry: ModelEntry, suite: Suite) -> tuple[nn.Module, str, str]:
+def _load_external(entry: ModelEntry, suite: Suite) -> tuple[nn.Module, str, str, str | None]:
+    """(model, method, arch, SHA-256 of the factory's source file or None)."""
     where = f"{suite.path}: models.{entry.name}"
     info = dataset_info(suite.data.dataset)
     if entry.factory:
-        model = _factory(entry.factory, where, suite.path.resolve().parent)
+        model, source = _factory(entry.factory, where, suite.path.resolve().parent)
         if entry.checkpoint:
             ck = load_checkpoint(entry.checkpoint, f"{where}.checkpoint")
             load_state(model, ck["state_dict"], f"{where}.checkpoint {entry.checkpoint}")
         else:
             check_tensors(model.state_dict(), {}, f"{where}.factory '{entry.factory}'")
-        return model.eval(), "external", entry.factory
+        return model.eval(), "external", entry.factory, source
     ck = load_checkpoint(entry.checkpoint, f"{where}.checkpoint")
     model = classifier_from_checkpoint(ck, entry.checkpoint, entry.arch, info)
-    return model, str(ck.get("method", "external")), model.spec.arch
+    return model, str(ck.get("method", "external")), model.spec.arch, None
 
 
 def prepare_models(suite: Suite, out: Path, device: torch.device, names: list[str], progress: bool,
@@ -75,9 +78,11 @@ def prepare_models(suite: Suite, out: Path, device: torch.device, names: list[st
         entry = suite.models[name]
         label = entry.label or name
         if entry.train is None:
-            module, method, arch = _load_external(entry, suite)
+            module, method, arch, source = _load_external(entry, suite)
             sha = file_sha256(Path(entry.checkpoint)) if entry.checkpoint else None
-            keys[name] = config_hash({"checkpoint": sha, "factory": entry.factory})
+            # a factory model is what its function's file builds, with the checkpoint's weights when it names one
+            keys[name] = config_hash({"checkpoint": sha, "factory": entry.factory,
+                                      **({"factory_source": source} if entry.factory else {})})
             rm = ReadyModel(name, label, method, arch, keys[name], Path(entry.checkpoint) if entry.checkpoint else None,
                             sha, module)
         else:

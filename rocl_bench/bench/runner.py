@@ -6,7 +6,7 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -83,8 +83,37 @@ def is_classifier(suite: Suite, name: str) -> bool:
 
 # ---------------------------------------------------------------- sharding over torchrun's ranks
 def deterministic(module: nn.Module) -> bool:
-    """A randomized model draws from its own stream batch after batch: it cannot be split over ranks."""
+    """A randomized model draws from its own stream batch after batch: it cannot be split over ranks. This is
+    what the module's type says (SmoothedClassifier); `randomized` also asks the model itself."""
     return not any(isinstance(m, SmoothedClassifier) for m in module.modules())
+
+
+RANDOMIZED = ("model outputs differ between two calls on the same inputs: the model is randomized; "
+              "evaluate it with eot-pgd (expectation over transformation)")
+
+
+@torch.no_grad()
+def randomized(module: nn.Module, x: torch.Tensor) -> bool:
+    """Whether the model's outputs on x change between two calls under two different seeds of torch's global RNG.
+
+    Every cell reseeds the global RNG identically, so a model that adds its own noise shows the same clean
+    accuracy in every cell and no cross-cell alarm can see it; asking it twice can. Runs in eval mode inside
+    forked_rng (the caller's RNG does not move). A SmoothedClassifier is randomized by construction and is not
+    called (that would advance its own generator)."""
+    if not deterministic(module):
+        return True
+    with eval_mode(module):
+        with forked_rng(x.device, 1):
+            first = module(x)
+        with forked_rng(x.device, 2):
+            second = module(x)
+    return not torch.equal(first, second)
+
+
+def can_shard(attack: Attack, *models: ReadyModel) -> bool:
+    """A cell may be split over torchrun's ranks only when the attack's draws per batch can be replayed
+    (Attack.skip_draws) and no model it runs is randomized (its draws would depend on which rank runs what)."""
+    return attack.skip_draws() is not None and not any(m.randomized or not deterministic(m.module) for m in models)
 
 
 def _on_cpu(result: EvalResult) -> EvalResult:
@@ -148,6 +177,7 @@ class Runner:
         self.done: dict[str, Record] = {}               # config hash -> record (this folder, any run)
         self.current: list[str] = []                     # this run's cells, in suite order
         self.new: list[Record] = []
+        self.randomized: set[str] = set()               # models whose outputs change between calls
 
     def load_test_set(self) -> None:
         d = self.suite.data
@@ -177,10 +207,22 @@ class Runner:
                 "train_seconds": m.train_seconds, "versions": versions(), "git_commit": git_commit(),
                 "device": str(self.device), "world_size": dist.world()}
 
-    def cell_hash(self, m: ReadyModel, spec: dict[str, Any], source_key: str | None = None) -> str:
+    def cell_hash(self, m: ReadyModel, spec: dict[str, Any], attacks: Sequence[Attack],
+                  source_key: str | None = None) -> str:
+        """The cell's key: what produced the model, the attack's spec and the revision of each attack class that
+        computes the cell (a transfer cell: Transfer and its crafting attack), the source, the test points."""
         return config_hash({"model": m.key, "attack": spec, "source": source_key, "test": self.indices_hash,
+                            "revisions": [[type(a).name, type(a).revision] for a in attacks],
                             "seed": self.suite.seed, "smoothing": dataclasses.asdict(self.suite.models[m.name].smoothing)
                             if self.suite.models[m.name].smoothing else None})
+
+    def check_randomness(self, m: ReadyModel) -> None:
+        """Once per evaluated model, before its cells: ask it twice (`randomized`); rank 0 decides for all ranks."""
+        probe = self.x[:self.suite.output.batch_size]
+        m.randomized = dist.on_main(lambda: randomized(m.module, probe))
+        if m.randomized:
+            self.randomized.add(m.name)
+            self.log(f"  warning: {m.name}: {RANDOMIZED}")
 
     def finish(self, fields: dict[str, Any], result: EvalResult, seconds: float) -> None:
         """Make the cell's Record (validated as a reader would), add its alarms, append it to the file."""
@@ -190,8 +232,10 @@ class Runner:
                        "seconds": round(seconds, 3), "peak_memory_mb": round(peak_memory_mb(self.device.type), 1),
                        "timestamp": timestamp(), "flags": list(result.flags)})
         rec = Record.make(**fields)
-        rec = dataclasses.replace(rec, warnings=tuple(cell_warnings(rec, [self.done[h] for h in self.current],
-                                                                 chance=self.chance)))
+        warnings = cell_warnings(rec, [self.done[h] for h in self.current], chance=self.chance)
+        if rec.model in self.randomized:
+            warnings.insert(0, RANDOMIZED)
+        rec = dataclasses.replace(rec, warnings=tuple(warnings))
         for warning in rec.warnings:
             self.log(f"  warning: {rec.model} / {rec.attack}: {warning}")
         if dist.is_main():                  # under torchrun every rank holds the record, rank 0 writes it
@@ -207,36 +251,38 @@ class Runner:
 
     def run_cell(self, m: ReadyModel, entry: AttackEntry) -> None:
         spec = entry.attack.describe()
-        h = self.cell_hash(m, spec)
+        h = self.cell_hash(m, spec, [entry.attack])
         if h in self.done:
             self.current.append(h)
             return
         t0 = self._start_cell()
-        result = self.evaluate(m.module, entry.attack)
+        result = self.evaluate(m, entry.attack)
         self.finish(self.base_record(m, entry.id, spec, entry.seen, None, h), result, time.perf_counter() - t0)
         self.log(f"  {m.name:<16} {entry.id:<20} clean {result.clean_accuracy:6.1%}  robust "
                  f"{result.robust_accuracy:6.1%}  ({time.perf_counter() - t0:.1f}s)")
 
-    def evaluate(self, module: nn.Module, attack: Attack) -> EvalResult:
-        """evaluate() on the test set; under torchrun sharded over the ranks where that is exact (see
-        Attack.skip_draws), else run whole by rank 0 and shared, so the record is the single-process one."""
-        bs, seed = self.suite.output.batch_size, self.suite.seed
+    def evaluate(self, m: ReadyModel, attack: Attack) -> EvalResult:
+        """evaluate() on the test set; under torchrun sharded over the ranks where that is exact (can_shard),
+        else run whole by rank 0 and shared, so the record is the single-process one."""
+        bs, seed, module = self.suite.output.batch_size, self.suite.seed, m.module
         if dist.world() == 1:
             return evaluate(module, attack, self.x, self.y, batch_size=bs, seed=seed)
         skip = attack.skip_draws()
-        if skip is None or not deterministic(module):
+        if skip is None or not can_shard(attack, m):
             return dist.on_main(lambda: _on_cpu(evaluate(module, attack, self.x, self.y, batch_size=bs, seed=seed)))
         return sharded_evaluate(module, attack, self.x, self.y, bs, seed, skip)
 
     def craft(self, source: ReadyModel, entry: AttackEntry, mine: Callable[[int], bool] | None = None) -> torch.Tensor:
-        """Adversarial examples for every test point from the source's gradients alone.
+        """Adversarial examples for every test point from the source's gradients alone, crafted with the entry's
+        attack at full strength (Attack.for_transfer: every step, no stop at the first iterate fooling the source).
 
         Under torchrun only the batches k with mine(k) are crafted; the others keep their clean inputs and the
         generator is moved past them exactly as crafting them would (Attack.skip_draws), or not at all when this
         rank crafts nothing."""
         module = source.module
+        attack = entry.attack.for_transfer()
         bs = self.suite.output.batch_size
-        skip = entry.attack.skip_draws() if mine is not None else None
+        skip = attack.skip_draws() if mine is not None else None
         outs = []
         with eval_mode(module), forked_rng(self.x.device, self.suite.seed):
             g = torch.Generator().manual_seed(self.suite.seed)
@@ -246,24 +292,25 @@ class Runner:
                         skip(xb, g)
                     outs.append(xb)
                     continue
-                x_adv, _ = entry.attack.run_with_flags(module, xb, yb, g, batch_size=bs)
-                check_bounds(entry.attack, xb, x_adv)
+                x_adv, _ = attack.run_with_flags(module, xb, yb, g, batch_size=bs)
+                check_bounds(attack, xb, x_adv)
                 outs.append(x_adv.detach())
         return torch.cat(outs)
 
     @torch.no_grad()
     def transfer_cell(self, source: ReadyModel, entry: AttackEntry, target: ReadyModel,
                       cache: dict[tuple[str, str], torch.Tensor]) -> None:
-        spec = Transfer(source.name, entry.attack.describe()).describe()
-        h = self.cell_hash(target, spec, source.key)
+        crafting = entry.attack.for_transfer()           # what craft() runs; the record names it
+        transfer = Transfer(source.name, crafting.describe())
+        spec = transfer.describe()
+        h = self.cell_hash(target, spec, [transfer, crafting], source.key)
         if h in self.done:
             self.current.append(h)
             return
         t0 = self._start_cell()
         rank, world = dist.rank(), dist.world()
         # under torchrun batch k is crafted and judged by rank k mod world when that is exact, else by rank 0
-        shard = world > 1 and entry.attack.skip_draws() is not None and deterministic(source.module) \
-            and deterministic(target.module)
+        shard = world > 1 and can_shard(crafting, source, target)
         mine = (lambda k: k % world == rank) if shard else (lambda k: rank == 0)
         key = (source.name, entry.id, shard)
         if key not in cache:
@@ -320,6 +367,9 @@ def run_suite(path: str | Path, out: str | None = None, device: str | None = Non
             models = prepare_models(suite, folder, dev, names, progress, log, probe=probe)
             where = f"{dev}" if dist.world() == 1 else f"{dev}, {dist.world()} processes"
             log(f"evaluating on {len(runner.y)} test points ({where})")
+            for name in names:
+                if is_classifier(suite, name):
+                    runner.check_randomness(models[name])
             for name in names:
                 if not is_classifier(suite, name):
                     continue

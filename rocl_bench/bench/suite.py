@@ -116,7 +116,10 @@ class Suite:
         m = self.models[name]
         smoothing = to_dict(m.smoothing) if m.smoothing else None
         if m.train is None:
-            return {"checkpoint": _content(m.checkpoint), "factory": m.factory, "arch": m.arch, "smoothing": smoothing}
+            return {"checkpoint": _content(m.checkpoint), "factory": m.factory, "arch": m.arch, "smoothing": smoothing,
+                    **({"factory_source": factory_source(import_factory(m.factory, self.path.resolve().parent,
+                                                                        f"{self.path}: models.{name}.factory"))}
+                       if m.factory else {})}
         encoder = (config_hash(self.model_identity(m.encoder_ref)) if m.encoder_ref
                    else _content(m.train.encoder))
         return {"train": identity_hash(m.train, encoder), "smoothing": smoothing}
@@ -250,8 +253,37 @@ def _check_checkpoint(path: str, arch: str | None, data: DataSection | None, whe
         raise UserError(f"{where}: {e}") from None
 
 
+_IMPORTED: dict[str, str] = {}        # factory module name -> SHA-256 of its file when import_factory last loaded it
+
+
+def factory_source(fn: Any) -> str | None:
+    """SHA-256 of the source file that defines the factory function `fn` (None if it has none, e.g. a builtin).
+
+    Part of a factory model's key: editing the network in that file (a layer width, the init) makes a new model
+    whose cells must run again. Code the factory imports from other files is not counted."""
+    import inspect
+
+    try:
+        path = inspect.getsourcefile(fn)
+    except TypeError:
+        return None
+    return _file_digest(path)
+
+
+def _module_digest(module: Any) -> str | None:
+    return _file_digest(getattr(module, "__file__", None))
+
+
+def _file_digest(path: str | None) -> str | None:
+    """SHA-256 of a source file's bytes, read each time (an edit may keep its size and land in the same mtime tick)."""
+    return file_sha256(Path(path)) if path and os.path.isfile(path) else None
+
+
 def import_factory(spec: str, suite_dir: Path | None, where: str) -> Any:
-    """The callable `package.module:function`; modules next to the suite file are importable too."""
+    """The callable `package.module:function`; modules next to the suite file are importable too.
+
+    A module that an earlier call imported is reloaded when its file changed since, so that a second run in one
+    process builds the edited network (and keys it by the edited file)."""
     import importlib
     import sys
 
@@ -266,6 +298,10 @@ def import_factory(spec: str, suite_dir: Path | None, where: str) -> Any:
     sys.dont_write_bytecode = True            # write nothing outside the output folder, not even __pycache__/
     try:
         module = importlib.import_module(mod_name)
+        digest = _module_digest(module)
+        if mod_name in _IMPORTED and digest is not None and _IMPORTED[mod_name] != digest:
+            module = importlib.reload(module)
+        _IMPORTED[mod_name] = _module_digest(module) or ""
     except Exception as e:               # ImportError, or whatever the module raises while importing
         raise UserError(f"{where}: cannot import '{mod_name}' ({e.__class__.__name__}: "
                         f"{(str(e).splitlines() or [''])[0][:160]}); check the module path, relative to the suite "
