@@ -110,7 +110,7 @@ def test_a_new_black_box_attack_is_alarmed_without_any_list(registered: None) ->
 
 
 def test_tables_place_attacks_by_their_declarations(registered: None) -> None:
-    table = build_main_table(_records(), warn=lambda s: None)
+    table = build_main_table(_records(), warn=lambda s: None, per_attack=True)
     headers = [c.flat for c in table.columns]
     assert headers == ["Clean", "Seen ℓ∞ ε=0.1 First", "Seen ℓ∞ ε=0.1", "AutoAttack ℓ∞ ε=0.1", "Probe ℓ∞ ε=0.1",
                        "Square ℓ∞ ε=0.1", "Transfer ℓ∞ ε=0.1", "Worst ℓ∞ ε=0.1"]

@@ -281,7 +281,7 @@ def compare(baseline: Baseline, records: RecordFile, warn: Callable[[str], None]
         c = cell.raw
         if cell.is_reference:
             if table is None:
-                table = build_main_table(latest, warn)
+                table = build_main_table(latest, warn, per_attack=True)   # reference cells name attacks
             model, col = find_row(table, c, warn), find_column(table, c, warn)
             ours = table.values.get((model, col)) if model is not None and col is not None else None
             if ours is None:
