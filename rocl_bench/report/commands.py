@@ -121,7 +121,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     if tol is None:       # the baseline's tolerances, unless --tol overrides both
         tol = baseline.tolerance if baseline.tolerance is not None else check_mod.DEFAULT_TOL
         clean_tol = baseline.clean_tolerance if clean_tol is None else clean_tol
-    return check_mod.check(baseline, recs, float(tol), args.allow_improvement, clean_tol=clean_tol)
+    return check_mod.check(baseline, recs, float(tol), args.allow_improvement, clean_tol=clean_tol,
+                           allow_new_warnings=args.allow_new_warnings)
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
@@ -213,7 +214,10 @@ def add_report_parsers(sub: Any) -> None:
 
     c = sub.add_parser("check", help="compare a results folder with a stored baseline",
                        description="Exit 0 when every baseline cell is within tolerance, 1 when any dropped "
-                                   "(or rose, without --allow-improvement), 2 on bad input or missing cells.")
+                                   "(or rose, without --allow-improvement) or gained a warning (an alarm of "
+                                   "bench/sanity.py) that the baseline's cell did not have, 2 on bad input or "
+                                   "missing cells. Baselines whose cells have no 'warnings' (written before "
+                                   "0.2 added them) have their warnings 'not recorded': those are not compared.")
     c.add_argument("results", help="results folder or records.jsonl")
     c.add_argument("--against", required=True, metavar="BASELINE", help="baseline JSON, e.g. baselines/NAME.json")
     c.add_argument("--tol", type=_points, metavar="POINTS",
@@ -222,9 +226,13 @@ def add_report_parsers(sub: Any) -> None:
     c.add_argument("--clean-tol", type=_points, metavar="POINTS",
                    help="tolerance for clean accuracies (default: the baseline's tolerance_clean_points, else --tol)")
     c.add_argument("--allow-improvement", action="store_true", help="accept values that rose beyond tolerance")
+    c.add_argument("--allow-new-warnings", dest="allow_new_warnings", action="store_true",
+                   help="list, but do not fail on, cells that gained a warning the baseline did not have "
+                        "(cells whose baseline recorded no warnings key are never compared)")
     c.set_defaults(func=cmd_check)
 
-    b = sub.add_parser("baseline", help="write a baseline from a results folder")
+    b = sub.add_parser("baseline", help="write a baseline from a results folder (values and each cell's "
+                                        "warnings)")
     b.add_argument("results", help="results folder or records.jsonl")
     b.add_argument("--out", required=True, help="baseline JSON to write, e.g. baselines/NAME.json")
     b.add_argument("--tol", type=_points, metavar="POINTS",
