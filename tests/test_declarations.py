@@ -18,7 +18,8 @@ from rocl_bench.attacks.base import register_attack
 from rocl_bench.bench.sanity import cell_warnings
 from rocl_bench.errors import UserError
 from rocl_bench.record import Record, encode_mask
-from rocl_bench.report.tables import build_main_table, worst_mask
+from rocl_bench.report.tables import build_main_table
+from rocl_bench.report.worst import worst_mask
 
 
 @dataclass(frozen=True)

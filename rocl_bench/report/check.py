@@ -39,9 +39,9 @@ from typing import Any, Callable, Mapping
 
 from ..config import NonFiniteJSON, read_limited, refuse_json_constant, shown
 from ..errors import UserError
-from ..record import RecordFile, warn_stderr
-from .records import same_eps
-from .tables import Column, Table, build_main_table, own_column_kinds
+from ..record import RecordFile, same_eps, warn_stderr
+from .columns import own_column_kinds
+from .tables import Column, Table, build_main_table
 
 FORMAT = "rocl-bench-baseline/1"
 DEFAULT_TOL = 0.5

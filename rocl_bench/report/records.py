@@ -1,13 +1,9 @@
-"""How reports name what a record holds: threat-model text (ε, norms) and budget matching.
+"""How reports name what a record holds: threat-model text (ε, norms); budgets are matched by record.same_eps.
 
 Reading records.jsonl, the latest record per cell and the masks live in `rocl_bench.record`; this module only
 turns a record's fields into the words of a table.
 """
 from __future__ import annotations
-
-import math
-
-from ..record import same_eps  # noqa: F401  (budget matching lives with the records; reports import it here)
 
 
 def eps_text(eps: float | None) -> str:

@@ -48,11 +48,11 @@ import numpy as np
 
 from ..attacks import Family, attack_class, family_of
 from ..errors import UserError, suggest
-from ..record import Record, warn_stderr
-from .columns import GROUP_ORDER, Column, column_of, eps_tex, label_columns, norm_tex, own_column_kinds  # noqa: F401
-from .records import NORM_ORDER, eps_text, norm_text, same_eps
+from ..record import Record, same_eps, warn_stderr
+from .columns import GROUP_ORDER, Column, column_of, eps_tex, label_columns, norm_tex
+from .records import NORM_ORDER, eps_text, norm_text
 from ..render import DAGGER, FORMATS, csv, html, latex, latex_grouped, markdown, tex_escape, tex_text
-from .worst import group_predicate, unique, worst_case, worst_mask  # noqa: F401  (worst_mask: for callers)
+from .worst import group_predicate, unique, worst_case
 
 
 @dataclass
