@@ -63,6 +63,14 @@ def decode_mask(text: str, n: int) -> np.ndarray:
     return np.unpackbits(np.frombuffer(raw, dtype=np.uint8), count=n, bitorder="little").astype(bool)
 
 
+def same_eps(a: float | None, b: float | None) -> bool:
+    """Budgets that are the same threat model: 8/255 and the 0.0314 written in many scripts match (the alarms
+    and every report group cells by budget with this one rule)."""
+    if a is None or b is None:
+        return a is None and b is None
+    return math.isclose(a, b, rel_tol=2e-3, abs_tol=1e-9)
+
+
 # -------------------------------------------------------------------------------------------- record
 @dataclass(frozen=True)
 class Record:

@@ -14,6 +14,7 @@ import html as html_lib
 from typing import Any, Sequence
 
 FORMATS = ("md", "csv", "latex", "html")
+DAGGER = {"md": "†", "html": "†", "latex": r"$^\dagger$", "csv": ""}     # marks a cell whose records carry a warning
 LATEX_NEEDS = r"\usepackage{booktabs} and \usepackage{graphicx}"
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
         "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
@@ -24,19 +25,30 @@ def tex_escape(text: Any) -> str:
     return "".join(_TEX.get(ch, ch) for ch in str(text))
 
 
+def tex_text(text: Any) -> str:
+    """Free text (a warning) in TeX: escaped, with the Greek and maths letters our messages use in math mode."""
+    out = tex_escape(text)
+    for ch, tex in (("ε", r"$\epsilon$"), ("ℓ", r"$\ell$"), ("∞", r"$\infty$"), ("Δ", r"$\Delta$"),
+                    ("−", "$-$"), ("×", r"$\times$"), ("†", r"$^\dagger$")):
+        out = out.replace(ch, tex)
+    return out
+
+
 def md_escape(text: Any) -> str:
     """Text that cannot end a Markdown table cell early."""
     return str(text).replace("|", r"\|")
 
 
 def markdown(header: Sequence[str], rows: Sequence[Sequence[Any]], caption: str | None = None,
-             align: str | None = None) -> str:
-    """A pipe table, optionally under an italic caption. `align` has one letter per column, l or r (a colon
-    rule); without it the rule is plain dashes. Ends with a newline."""
+             align: str | None = None, footnotes: Sequence[str] = ()) -> str:
+    """A pipe table, optionally under an italic caption and over footnotes (one paragraph each). `align` has one
+    letter per column, l or r (a colon rule); without it the rule is plain dashes. Ends with a newline."""
     rule = "".join({"l": ":--|", "r": "--:|"}[a] for a in align) if align else "---|" * len(header)
     lines = [f"*{md_escape(caption)}*", ""] if caption is not None else []
     lines += ["| " + " | ".join(md_escape(h) for h in header) + " |", "|" + rule]
     lines += ["| " + " | ".join(md_escape(c) for c in row) + " |" for row in rows]
+    for note in footnotes:
+        lines += ["", str(note)]
     return "\n".join(lines) + "\n"
 
 
@@ -68,10 +80,10 @@ def latex(header: Sequence[Any], rows: Sequence[Sequence[str]], caption: str, la
                            **options)
 
 
-def latex_grouped(body: str, header: Sequence[tuple[str, str]]) -> str:
+def latex_grouped(body: str, header: Sequence[tuple[str, str]], footnotes: Sequence[str] = ()) -> str:
     """Finish a two-level `latex` table: a \\cmidrule under each group header that has sub-headers, a smaller
     font, and shrink-to-fit (never enlarge): a tabular wider than \\linewidth is scaled down with graphicx's
-    \\resizebox, a narrow one keeps its natural size."""
+    \\resizebox, a narrow one keeps its natural size. `footnotes` (TeX) go under the tabular, in the float."""
     spans, start = [], 0
     for j in range(1, len(header) + 1):
         if j == len(header) or header[j][0] != header[start][0]:
@@ -87,6 +99,8 @@ def latex_grouped(body: str, header: Sequence[tuple[str, str]]) -> str:
         if line.startswith(r"\end{tabular}"):
             out[-1] += "%"
             out.append("}")
+            if footnotes:
+                out += [r"\par\smallskip\footnotesize\raggedright"] + [f"{note}\\par" for note in footnotes]
         if line.strip() == r"\centering":
             out += [r"\small", r"\setlength{\tabcolsep}{4pt}"]
         if line.strip() == r"\toprule":
@@ -99,9 +113,10 @@ def latex_grouped(body: str, header: Sequence[tuple[str, str]]) -> str:
 
 
 def html(header: Sequence[tuple[str, str]], rows: Sequence[Sequence[str]], index: Sequence[str],
-         caption: str) -> str:
-    """A bordered HTML table with a two-level header; every name, label and the caption escaped. Element ids
-    derive from the content (pandas would draw them at random), so the same table gives the same bytes."""
+         caption: str, footnotes: Sequence[str] = ()) -> str:
+    """A bordered HTML table with a two-level header; every name, label, the caption and the footnotes (one
+    paragraph each, after the table) escaped. Element ids derive from the content (pandas would draw them at
+    random), so the same table gives the same bytes."""
     import pandas as pd
 
     frame = pd.DataFrame([list(r) for r in rows], index=list(index), columns=pd.MultiIndex.from_tuples(list(header)))
@@ -109,5 +124,6 @@ def html(header: Sequence[tuple[str, str]], rows: Sequence[Sequence[str]], index
     styler = (frame.style.set_uuid(uuid[:5]).format_index(escape="html", axis=0).format_index(escape="html", axis=1)
               .set_caption(html_lib.escape(caption))
               .set_table_attributes('class="rocl-bench" border="1" style="border-collapse: collapse"'))
-    return styler.to_html()
+    notes = "".join(f'<p class="rocl-bench-note">{html_lib.escape(str(n))}</p>\n' for n in footnotes)
+    return styler.to_html() + notes
 

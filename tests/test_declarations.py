@@ -18,7 +18,8 @@ from rocl_bench.attacks.base import register_attack
 from rocl_bench.bench.sanity import cell_warnings
 from rocl_bench.errors import UserError
 from rocl_bench.record import Record, encode_mask
-from rocl_bench.report.tables import build_main_table, worst_mask
+from rocl_bench.report.tables import build_main_table
+from rocl_bench.report.worst import worst_mask
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ def test_a_new_black_box_attack_is_alarmed_without_any_list(registered: None) ->
 
 
 def test_tables_place_attacks_by_their_declarations(registered: None) -> None:
-    table = build_main_table(_records(), warn=lambda s: None)
+    table = build_main_table(_records(), warn=lambda s: None, per_attack=True)
     headers = [c.flat for c in table.columns]
     assert headers == ["Clean", "Seen ℓ∞ ε=0.1 First", "Seen ℓ∞ ε=0.1", "AutoAttack ℓ∞ ε=0.1", "Probe ℓ∞ ε=0.1",
                        "Square ℓ∞ ε=0.1", "Transfer ℓ∞ ε=0.1", "Worst ℓ∞ ε=0.1"]

@@ -62,3 +62,15 @@ def test_run_summary_goes_through_the_shared_markdown():
                               "attack_spec": {"type": "transfer"}})]
     assert summary_markdown(recs) == ("| model | clean acc. | pgd | t |\n|---|---|---|---|\n"
                                       "| A\\|B | 50.0 | 25.0 | 50.0 |")
+
+
+def test_footnotes_go_under_the_table_in_every_format():
+    md = render.markdown(["a"], [["1†"]], caption="c", footnotes=["† a, x: w"])
+    assert md.endswith("| 1† |\n\n† a, x: w\n")
+    body = render.latex([("G", "a")], [["1$^\\dagger$"]], "cap", "tab:x", index=["r"], header_tex=True)
+    tex = render.latex_grouped(body, [("G", "a")], footnotes=[r"$^\dagger$ r: w"])
+    assert tex.index(r"\end{tabular}") < tex.index(r"$^\dagger$ r: w\par") < tex.index(r"\end{table}")
+    assert r"$^\dagger$ r" not in render.latex_grouped(body, [("G", "a")])
+    page = render.html([("G", "a")], [["1†"]], ["r"], "cap", footnotes=["† r: <w>"])
+    assert page.endswith('<p class="rocl-bench-note">† r: &lt;w&gt;</p>\n')
+    assert render.tex_text("ε=0.1 at ℓ∞ 5%") == r"$\epsilon$=0.1 at $\ell$$\infty$ 5\%"

@@ -51,7 +51,8 @@ def write_records(path: Path, recs: list[dict]) -> Path:
 
 
 def main_table():
-    return tables.build_main_table(load_records(FIXTURE).latest())
+    """The per-attack layout (`table --per-attack`); the headline (worst case per budget) is tests/test_trust_report.py's."""
+    return tables.build_main_table(load_records(FIXTURE).latest(), per_attack=True)
 
 
 # -------------------------------------------------------------------------------------------- records
@@ -126,7 +127,7 @@ def test_every_model_and_attack_in_every_format(fmt, tmp_path):
     attacks = {c.attack for c in table.columns if c.attack}
     assert attacks | {"clean"} == ATTACKS
     out = tmp_path / f"t.{fmt}"
-    assert cli("table", FIXTURE, "--format", fmt, "--out", out) == 0
+    assert cli("table", FIXTURE, "--per-attack", "--format", fmt, "--out", out) == 0
     text = out.read_text()
     for label in LABELS:
         assert label in text

@@ -12,6 +12,10 @@ Two kinds of cells, which may be mixed:
        "clean_accuracy": 0.93, "robust_accuracy": 0.41, "n": 360}
   matched to the latest record of the same (model, attack, source) cell. Robust accuracy is compared for
   every cell; clean accuracy once per model (from its 'clean' cell when there is one, else its first cell).
+  `"warnings": [...]` (written since #16) holds the cell's alarms (bench/sanity.py) when the baseline was made:
+  `check` fails when the results' record of the cell carries an alarm the baseline's did not (compared with
+  the numbers in the message blanked, so "PGD is 36.5 points weaker" and "... 36.0 points weaker" are the same
+  alarm); a cell without the key (an older baseline) has its warnings "not recorded" and is not compared.
   For `table --compare`, transfer cells of one (model, attack) are averaged over sources, like the table.
 * reference cells (hand-written, e.g. numbers from a paper), named by a model label and a threat
   description, values in PERCENT:
@@ -35,9 +39,9 @@ from typing import Any, Callable, Mapping
 
 from ..config import NonFiniteJSON, read_limited, refuse_json_constant, shown
 from ..errors import UserError
-from ..record import RecordFile, warn_stderr
-from .records import same_eps
-from .tables import Column, Table, build_main_table, own_column_kinds
+from ..record import RecordFile, same_eps, warn_stderr
+from .columns import own_column_kinds
+from .tables import Column, Table, build_main_table
 
 FORMAT = "rocl-bench-baseline/1"
 DEFAULT_TOL = 0.5
@@ -158,6 +162,10 @@ def load_baseline(path: str | Path) -> Baseline:
             n = c.get("n")
             if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
                 raise UserError(f"{where}: 'n' is {shown(n)}; expected a whole number of test points >= 1 or null")
+        warned = c.get("warnings")
+        if warned is not None and (not isinstance(warned, list) or not all(isinstance(w, str) for w in warned)):
+            raise UserError(f"{where}: 'warnings' is {shown(warned)}; expected a list of warning strings (or drop "
+                            f"the key: not recorded)")
         for key in ("label", "model"):
             if c.get(key) is not None and not isinstance(c[key], str):
                 raise UserError(f"{where}: '{key}' is {shown(c[key])}; expected a string")
@@ -281,7 +289,7 @@ def compare(baseline: Baseline, records: RecordFile, warn: Callable[[str], None]
         c = cell.raw
         if cell.is_reference:
             if table is None:
-                table = build_main_table(latest, warn)
+                table = build_main_table(latest, warn, per_attack=True)   # reference cells name attacks
             model, col = find_row(table, c, warn), find_column(table, c, warn)
             ours = table.values.get((model, col)) if model is not None and col is not None else None
             if ours is None:
@@ -312,6 +320,30 @@ def compare(baseline: Baseline, records: RecordFile, warn: Callable[[str], None]
     return out, missing
 
 
+def alarm_key(warning: str) -> str:
+    """A warning with its numbers blanked: the same alarm whatever the figures it quotes."""
+    return re.sub(r"\d+(?:\.\d+)?(?:e[-+]?\d+)?", "#", warning)
+
+
+def new_warnings(baseline: Baseline, records: RecordFile) -> list[tuple[str, list[str]]]:
+    """(cell name, its warnings the baseline did not have) for every run cell whose baseline recorded warnings
+    (cells without the key are 'not recorded' and skipped)."""
+    by_key = {r.cell: r for r in records.latest()}
+    out = []
+    for cell in baseline.cells:
+        c = cell.raw
+        if cell.is_reference or c.get("warnings") is None:
+            continue
+        rec = by_key.get((c["model"], c["attack"], c.get("source") or None))
+        if rec is None:
+            continue
+        known = {alarm_key(w) for w in c["warnings"]}
+        gained = [w for w in rec.warnings if alarm_key(w) not in known]
+        if gained:
+            out.append((cell.name, gained))
+    return out
+
+
 # ---------------------------------------------------------------------------------------- reporting
 def text_table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
@@ -322,10 +354,11 @@ def text_table(header: list[str], rows: list[list[str]]) -> str:
 
 def check(baseline: Baseline, records: RecordFile, tol: float, allow_improvement: bool,
           out: Callable[[str], None] = print, warn: Callable[[str], None] | None = None,
-          clean_tol: float | None = None) -> int:
-    """Print the cells that moved beyond `tol` points (`clean_tol` for clean accuracies, default `tol`), then one
-    line with how many values were compared and the largest difference seen; 0 when none moved (or only rose, if
-    allowed), else 1."""
+          clean_tol: float | None = None, allow_new_warnings: bool = False) -> int:
+    """Print the cells that moved beyond `tol` points (`clean_tol` for clean accuracies, default `tol`), one line
+    per cell that gained a warning the baseline did not have, then one line with how many values were compared
+    and the largest difference seen; 0 when none moved (or only rose, if allowed) and no cell gained a warning
+    (unless allowed), else 1."""
     clean_tol = tol if clean_tol is None else clean_tol
     warn = warn or warn_stderr
     suites = {r.suite_hash for r in records.all if r.suite_hash}
@@ -347,14 +380,19 @@ def check(baseline: Baseline, records: RecordFile, tol: float, allow_improvement
         rows = [[c.name, c.metric, f"{c.ref:.2f}", f"{c.ours:.2f}", f"{c.diff:+.2f}",
                  "DROP" if c.diff < 0 else ("rise (allowed)" if allow_improvement else "RISE")] for c in moved]
         out(text_table(["cell", "metric", "baseline %", "results %", "diff (points)", "verdict"], rows))
-    failed = bool(drops) or (bool(rises) and not allow_improvement)
+    gained = new_warnings(baseline, records)
+    for name, warned in gained:
+        out(f"{'new warning (allowed)' if allow_new_warnings else 'NEW WARNING'}: {name}: {'; '.join(warned)}")
+    failed = bool(drops) or (bool(rises) and not allow_improvement) or (bool(gained) and not allow_new_warnings)
     tol_text = f"{tol:g} points" if clean_tol == tol else f"{tol:g} points ({clean_tol:g} for clean accuracy)"
     largest = max(comps, key=lambda c: abs(c.diff), default=None)
     biggest = ("" if largest is None else "; largest difference 0.00 points" if abs(largest.diff) < eps else
                f"; largest difference {largest.diff:+.2f} points ({largest.name}, {largest.metric})")
     out(f"{'FAIL' if failed else 'ok'}: {len(comps)} value(s) from {len(baseline.cells)} baseline cell(s) checked "
         f"against {baseline.path} with tolerance {tol_text}: {len(drops)} dropped, {len(rises)} rose"
-        + (" (rises allowed)" if allow_improvement and rises else "") + biggest)
+        + (" (rises allowed)" if allow_improvement and rises else "") + biggest
+        + (f"; {len(gained)} cell(s) gained a warning" + (" (allowed)" if allow_new_warnings else "")
+           if gained else ""))
     return 1 if failed else 0
 
 
@@ -368,7 +406,8 @@ def make_baseline(records: RecordFile, tol: float | None, source: str, clean_tol
     cells = []
     for r in latest:
         cell = {"model": r.model, "attack": r.attack, "source": r.source, "label": r.name, "type": r.attack_type,
-                "clean_accuracy": r.clean_accuracy, "robust_accuracy": r.robust_accuracy, "n": r.n}
+                "clean_accuracy": r.clean_accuracy, "robust_accuracy": r.robust_accuracy, "n": r.n,
+                "warnings": list(r.warnings)}
         cells.append(cell)
     return {"format": FORMAT,
             "suite": suites[0] if len(suites) == 1 else suites,

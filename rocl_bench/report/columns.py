@@ -38,6 +38,7 @@ class Column:
     sub_tex: str = ""
     role: str = "value"       # value | ref | diff (ref/diff only with --compare)
     target: str | None = None  # transfer matrix only: the attacked model
+    attacks: tuple[str, ...] = ()   # headline (worst-case) budget columns: the attack ids that made the value
 
     @property
     def flat(self) -> str:
@@ -61,6 +62,8 @@ def label_columns(cols: list[Column]) -> list[Column]:
         e, et, nt, nx = eps_text(c.eps), eps_tex(c.eps), norm_text(c.norm), norm_tex(c.norm)
         cls = attack_class(c.atype)
         suffix = "" if cls is not None and cls.reference else " " + (cls.display_name() if cls else c.atype.upper())
+        if c.atype == "budget":            # a headline column: the worst case over this many attacks
+            suffix = f" ({len(c.attacks)} attack{'s' if len(c.attacks) != 1 else ''})"
         own = attack_class(c.kind) if c.kind not in ("clean", "seen", "unseen", "other", "worst") else None
         if c.kind == "clean":
             g, s, gt, st = "Clean", "", "Clean", ""

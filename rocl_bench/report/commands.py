@@ -72,9 +72,11 @@ def cmd_table(args: argparse.Namespace) -> int:
     elif args.kind == "gap":
         if not (args.base and args.reference):
             raise UserError("--kind gap needs --base MODEL (e.g. simclr_le) and --reference MODEL (e.g. standard)")
-        table = tables.build_gap_table(tables.build_main_table(latest), args.base, args.reference, args.min_gap)
+        table = tables.build_gap_table(tables.build_main_table(latest, per_attack=args.per_attack), args.base,
+                                       args.reference, args.min_gap)
     else:
-        table = tables.build_main_table(latest)
+        # baselines name per-attack cells (a paper's PGD or AutoAttack number), so --compare shows those columns
+        table = tables.build_main_table(latest, per_attack=args.per_attack or bool(args.compare))
         if args.compare:
             baseline = check_mod.load_baseline(args.compare)
             refs, missing = check_mod.reference_values(baseline, table)
@@ -119,7 +121,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     if tol is None:       # the baseline's tolerances, unless --tol overrides both
         tol = baseline.tolerance if baseline.tolerance is not None else check_mod.DEFAULT_TOL
         clean_tol = baseline.clean_tolerance if clean_tol is None else clean_tol
-    return check_mod.check(baseline, recs, float(tol), args.allow_improvement, clean_tol=clean_tol)
+    return check_mod.check(baseline, recs, float(tol), args.allow_improvement, clean_tol=clean_tol,
+                           allow_new_warnings=args.allow_new_warnings)
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
@@ -168,9 +171,13 @@ def _points(text: str) -> float:
 def add_report_parsers(sub: Any) -> None:
     """Add `table`, `compare`, `plot`, `check` and `baseline` to an argparse subparsers object."""
     t = sub.add_parser("table", help="tables (Markdown, CSV, LaTeX, HTML) from a results folder",
-                       description="Accuracy table: rows = models in suite order, columns grouped by threat model "
-                                   "(Clean, Seen, Unseen per norm, AutoAttack, Square, Transfer = mean over "
-                                   "sources, Worst case at the seen budget); best per column in bold.")
+                       description="Accuracy table: rows = models in suite order; columns Clean, then one per "
+                                   "budget (Seen, Unseen per norm and ε), each the per-point worst case over every "
+                                   "attack evaluated at that budget (transfer sources included); --per-attack "
+                                   "shows one column per attack instead (AutoAttack, Square, Transfer = mean over "
+                                   "sources, Worst case at the seen budget). Best unmarked value per column in "
+                                   "bold; a cell whose records carry a warning gets † and a footnote (CSV: a "
+                                   "'warnings' column).")
     t.add_argument("results", help="results folder (with records.jsonl) or a records.jsonl file")
     t.add_argument("--format", choices=list(TABLE_FORMATS),
                    help="output format (default: from the --out extension, else md)")
@@ -185,6 +192,8 @@ def add_report_parsers(sub: Any) -> None:
     t.add_argument("--min-gap", dest="min_gap", type=_points, default=5.0, metavar="POINTS",
                    help="--kind gap: no share where the gap is smaller than this (default 5 points)")
     t.add_argument("--models", metavar="A,B", help="only these models' rows (in table order)")
+    t.add_argument("--per-attack", dest="per_attack", action="store_true",
+                   help="one column per attack instead of the worst case per budget (implied by --compare)")
     t.set_defaults(func=cmd_table)
 
     p = sub.add_parser("plot", help="figures from a results folder")
@@ -205,7 +214,10 @@ def add_report_parsers(sub: Any) -> None:
 
     c = sub.add_parser("check", help="compare a results folder with a stored baseline",
                        description="Exit 0 when every baseline cell is within tolerance, 1 when any dropped "
-                                   "(or rose, without --allow-improvement), 2 on bad input or missing cells.")
+                                   "(or rose, without --allow-improvement) or gained a warning (an alarm of "
+                                   "bench/sanity.py) that the baseline's cell did not have, 2 on bad input or "
+                                   "missing cells. Baselines whose cells have no 'warnings' (written before "
+                                   "0.2 added them) have their warnings 'not recorded': those are not compared.")
     c.add_argument("results", help="results folder or records.jsonl")
     c.add_argument("--against", required=True, metavar="BASELINE", help="baseline JSON, e.g. baselines/NAME.json")
     c.add_argument("--tol", type=_points, metavar="POINTS",
@@ -214,9 +226,13 @@ def add_report_parsers(sub: Any) -> None:
     c.add_argument("--clean-tol", type=_points, metavar="POINTS",
                    help="tolerance for clean accuracies (default: the baseline's tolerance_clean_points, else --tol)")
     c.add_argument("--allow-improvement", action="store_true", help="accept values that rose beyond tolerance")
+    c.add_argument("--allow-new-warnings", dest="allow_new_warnings", action="store_true",
+                   help="list, but do not fail on, cells that gained a warning the baseline did not have "
+                        "(cells whose baseline recorded no warnings key are never compared)")
     c.set_defaults(func=cmd_check)
 
-    b = sub.add_parser("baseline", help="write a baseline from a results folder")
+    b = sub.add_parser("baseline", help="write a baseline from a results folder (values and each cell's "
+                                        "warnings)")
     b.add_argument("results", help="results folder or records.jsonl")
     b.add_argument("--out", required=True, help="baseline JSON to write, e.g. baselines/NAME.json")
     b.add_argument("--tol", type=_points, metavar="POINTS",

@@ -57,7 +57,7 @@ def paired_rows(latest: list[Record], a: str, b: str) -> list[PairedRow]:
     if len(tests) > 1:
         raise UserError(f"{a} and {b} were not scored on the same test points (n / test_indices_hash differ); "
                         "re-run them in one suite")
-    table = build_main_table(latest, warn=lambda s: None)
+    table = build_main_table(latest, warn=lambda s: None, per_attack=True)    # a row per attack, and Worst
     rows = []
     for col in table.columns:
         if col.kind == "transfer":

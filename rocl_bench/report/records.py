@@ -1,19 +1,9 @@
-"""How reports name what a record holds: threat-model text (ε, norms) and budget matching.
+"""How reports name what a record holds: threat-model text (ε, norms); budgets are matched by record.same_eps.
 
 Reading records.jsonl, the latest record per cell and the masks live in `rocl_bench.record`; this module only
 turns a record's fields into the words of a table.
 """
 from __future__ import annotations
-
-import math
-
-
-
-def same_eps(a: float | None, b: float | None) -> bool:
-    """Budgets that are the same threat model: 8/255 and the 0.0314 written in many scripts match."""
-    if a is None or b is None:
-        return a is None and b is None
-    return math.isclose(a, b, rel_tol=2e-3, abs_tol=1e-9)
 
 
 def eps_text(eps: float | None) -> str:

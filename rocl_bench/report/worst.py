@@ -10,8 +10,7 @@ import numpy as np
 
 from ..attacks import Family, family_of
 from ..errors import UserError
-from ..record import Record, decode_mask
-from .records import same_eps
+from ..record import Record, decode_mask, same_eps
 
 Group = Callable[[Record], bool] | Mapping[str, Any]
 
