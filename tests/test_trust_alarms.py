@@ -105,7 +105,7 @@ def run(tmp_path_factory):
         torch.set_flush_denormal(False)
         sys.modules.pop("trustnets", None)
     chance = 0.11
-    return {r.cell[:2]: r for r in recs}, suite_warnings(recs, chance=chance), recs
+    return {r.cell[:2]: r for r in recs}, suite_warnings(recs, chance=chance), recs, root / "out"
 
 
 def _joined(warnings, model, attack):
@@ -113,7 +113,7 @@ def _joined(warnings, model, attack):
 
 
 def test_normal_standard_and_madry_models_raise_no_alarm(run):
-    recs, warnings, _ = run
+    recs, warnings, *_ = run
     for model in ("standard", "madry"):
         mine = {c: w for c, w in warnings.items() if c[0] == model}
         assert len(mine) == 5 and all(w == () for w in mine.values()), mine
@@ -121,7 +121,7 @@ def test_normal_standard_and_madry_models_raise_no_alarm(run):
 
 
 def test_a_saturated_logit_model_is_a_weak_attack_for_pgd_ce(run):
-    recs, warnings, _ = run
+    recs, warnings, *_ = run
     pgd, dlr = recs[("saturated", "pgd")], recs[("saturated", "apgd_dlr")]
     assert pgd.robust_accuracy > dlr.robust_accuracy + 0.2                      # the model is built for this
     text = _joined(warnings, "saturated", "pgd")
@@ -131,7 +131,7 @@ def test_a_saturated_logit_model_is_a_weak_attack_for_pgd_ce(run):
 
 
 def test_a_zero_gradient_model_fails_the_per_point_eps_order(run):
-    recs, warnings, _ = run
+    recs, warnings, *_ = run
     square = recs[("quantized", "square")].robust()
     large = recs[("quantized", "pgd_2x")].robust()
     assert int((~square & large).sum()) > FLOOR * 100                            # the model is built for this
@@ -142,7 +142,7 @@ def test_a_zero_gradient_model_fails_the_per_point_eps_order(run):
 
 
 def test_suite_warnings_do_not_depend_on_the_order_of_the_records(run):
-    _, warnings, recs = run
+    _, warnings, recs, _ = run
     assert suite_warnings(list(reversed(recs)), chance=0.11) == warnings
     # the runner's per-cell alarms (computed as cells finished) are a subset of the full list
     for r in recs:
@@ -211,3 +211,16 @@ def test_a_bad_margin_is_one_line_naming_it():
         with pytest.raises(UserError, match=r"^margin: .* not a fraction of the test set in \[0, 1\]; use e\.g\. 0\.2") as e:
             suite_warnings([_rec("pgd", "pgd", 0.5)], margin=bad)
         assert "\n" not in str(e.value)
+
+
+def test_the_run_rewrites_a_record_whose_alarm_needed_a_later_cell(run):
+    """pgd runs before apgd_dlr, so its weak-attack alarm is only known at the end of the run: the runner
+    appends the record again with the full list, and the latest line per cell (what tables read) carries it."""
+    from rocl_bench.record import load
+
+    recs, warnings, *_ = run
+    assert any("weaker than apgd_dlr" in w for w in recs[("saturated", "pgd")].warnings)
+    for rec in recs.values():
+        assert rec.warnings == warnings[rec.cell], rec.cell
+    latest = {r.cell: r for r in load(run[3]).latest()}
+    assert latest[("saturated", "pgd", None)].warnings == warnings[("saturated", "pgd", None)]

@@ -26,7 +26,7 @@ from ..runtime import eval_mode, fast_cpu_math, forked_rng, resolve_device
 from ..train.checkpoint import atomic_write_bytes
 from .models import ReadyModel, prepare_models
 from .provenance import ResultsLock, git_commit, peak_memory_mb, timestamp, versions
-from .sanity import cell_warnings
+from .sanity import cell_warnings, suite_warnings
 from .suite import AttackEntry, Suite, load_suite, results_folder
 
 
@@ -244,6 +244,25 @@ class Runner:
         self.current.append(fields["config_hash"])
         self.new.append(rec)
 
+    def refresh_warnings(self) -> None:
+        """After every cell of the run: recompute each cell's alarms over all cells of its model (an alarm may
+        need a cell that ran after it, e.g. a stronger attack at the same budget, or a record reused from an
+        earlier run) and append a record whose alarms changed; the later line wins, so tables see the new list."""
+        records = [self.done[h] for h in dict.fromkeys(self.current)]
+        alarms = suite_warnings(records, chance=self.chance)
+        for h in dict.fromkeys(self.current):
+            rec = self.done[h]
+            want = ((RANDOMIZED,) if rec.model in self.randomized else ()) + alarms.get(rec.cell, ())
+            if want == rec.warnings:
+                continue
+            for warning in want:
+                if warning not in rec.warnings:
+                    self.log(f"  warning: {rec.name} / {rec.attack}: {warning}")
+            rec = dataclasses.replace(rec, warnings=want, timestamp=timestamp())
+            if dist.is_main():
+                append(self.out, rec)
+            self.done[h] = rec
+
     def _start_cell(self) -> float:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
@@ -378,6 +397,7 @@ def run_suite(path: str | Path, out: str | None = None, device: str | None = Non
             cache: dict[tuple[str, str, bool], torch.Tensor] = {}
             for source, aid, target in selected_pairs(suite, names):
                 runner.transfer_cell(models[source], suite.attacks[aid], models[target], cache)
+            runner.refresh_warnings()
         except KeyboardInterrupt:
             log(f"interrupted: {len(runner.new)} cell(s) finished in this run and saved in {runner.records_path}; "
                 "rerun the same command to resume")
