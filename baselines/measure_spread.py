@@ -44,6 +44,18 @@ def settings() -> list[dict[str, str]]:
     return out
 
 
+QUICK = ({"ATEN_CPU_CAPABILITY": "default"},
+         {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "DNNL_MAX_CPU_ISA": "AVX2"},   # an AVX2 machine
+         {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE"},
+         {"OMP_NUM_THREADS": "1"}, {"OMP_NUM_THREADS": "4"})
+
+
+def chosen_settings(quick: bool) -> list[dict[str, str]]:
+    """All 20 settings, or --quick: the five that moved numbers most when all 20 were measured (the default,
+    the AVX2 stand-in, MKL's COMPATIBLE path, one and four threads), for suites whose runs take minutes."""
+    return [dict(e) for e in QUICK] if quick else settings()
+
+
 def run_once(suite: str, env: dict[str, str], folder: Path, extra: list[str]) -> dict[str, dict[str, float]]:
     """{cell name: {"clean": %, "robust": %}} of one fresh run under `env`."""
     full = {k: v for k, v in os.environ.items() if k not in KNOBS}
@@ -64,17 +76,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("suite")
     ap.add_argument("--out", required=True, help="JSON file for the per-cell spreads")
     ap.add_argument("--extra", default="", help="extra arguments for rocl-bench run, e.g. '--data-root DIR'")
+    ap.add_argument("--quick", action="store_true", help="5 of the 20 settings (see chosen_settings)")
     ap.add_argument("--work", help="keep the runs here (one folder per setting) and resume them; default: a "
                                    "temporary folder")
     args = ap.parse_args(argv)
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work) if args.work else Path(tmp)
-        for i, env in enumerate(settings()):
+        todo = chosen_settings(args.quick)
+        for i, env in enumerate(todo):
             t0 = time.time()
             cells = run_once(args.suite, env, work / str(i), args.extra.split())
             runs.append({"env": env, "seconds": round(time.time() - t0, 1), "cells": cells})
-            print(f"{i + 1}/{len(settings())} {env} {time.time() - t0:.0f} s", file=sys.stderr)
+            print(f"{i + 1}/{len(todo)} {env} {time.time() - t0:.0f} s", file=sys.stderr)
     names = sorted(runs[0]["cells"])
     spread = {}
     for name in names:
