@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Regenerates every table, plot and analysis under results/ from the committed records (no number typed by hand).
-#   bash results/make_reports.sh [DATA_ROOT]      (DATA_ROOT: where MNIST lives, default ../shared/data)
+#   bash results/make_reports.sh [DATA_ROOT [SUITE ...]]   (DATA_ROOT: where MNIST lives, default ../shared/data;
+#                                                          SUITE: only these results folders, default all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=${1:-../shared/data}
-for suite in ci ci_train quickstart mnist cifar10_jpeg_small; do
+suites=("${@:2}")
+[ ${#suites[@]} -gt 0 ] || suites=(ci ci_train quickstart mnist cifar10_jpeg_small)
+for suite in "${suites[@]}"; do
   dir=results/$suite
   [ -f "$dir/records.jsonl" ] || continue
   rocl-bench table "$dir" --format md --out "$dir/table.md"
