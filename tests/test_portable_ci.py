@@ -56,16 +56,17 @@ def test_frozen_suite_passes_check_under_two_kernel_settings(two_cpus):
         assert r.returncode == 0, r.stdout[-2000:]
         assert "largest difference" in r.stdout           # CI prints the size of what it saw
     a, b = (cells(f) for f in two_cpus)
-    assert a.keys() == b.keys() and len(a) == 38
+    assert a.keys() == b.keys() and len(a) == len(json.loads(BASELINE.read_text())["cells"])
     for key in a:                                        # the records agree within the stated tolerance
         assert abs(a[key]["robust_accuracy"] - b[key]["robust_accuracy"]) * 100 <= tol + 1e-9, key
 
 
 def test_weakened_attack_fails_check(tmp_path, two_cpus):
-    """The tolerance is tight enough to catch an attack that lost most of its steps (10 -> 2 PGD steps)."""
+    """The tolerance is tight enough to catch an attack that lost most of its steps (10 -> 2 PGD steps at the
+    unseen ℓ∞ 0.2; at the seen 0.1, 2 steps of 1.25·ε with early stopping are as strong as 10 on these MLPs)."""
     text = SUITE.read_text().replace("../baselines/", f"{ROOT / 'baselines'}/")
-    weak = text.replace("pgd_linf_seen: {type: pgd, norm: linf, eps: 0.1, steps: 10",
-                        "pgd_linf_seen: {type: pgd, norm: linf, eps: 0.1, steps: 2")
+    weak = text.replace("pgd_linf_2x:   {type: pgd, norm: linf, eps: 0.2, steps: 10",
+                        "pgd_linf_2x:   {type: pgd, norm: linf, eps: 0.2, steps: 2")
     assert weak != text
     suite = tmp_path / "ci.yaml"
     suite.write_text(weak)
@@ -81,4 +82,4 @@ def test_weakened_attack_fails_check(tmp_path, two_cpus):
     r = cli("check", out, "--against", BASELINE)
     assert r.returncode == 1, r.stdout[-2000:]
     moved = [line for line in r.stdout.splitlines() if line.rstrip().endswith(("DROP", "RISE"))]
-    assert moved and all("pgd_linf_seen" in line for line in moved), r.stdout
+    assert moved and all("pgd_linf_2x" in line for line in moved), r.stdout

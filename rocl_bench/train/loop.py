@@ -143,9 +143,9 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
         # no wall-clock time in checkpoint.pt: the same seed gives the same bytes, so records' checkpoint_sha256 match
         ckpt = {**payload, **_method_state(method), "epoch": cfg.epochs, "metrics": history, "final_metrics": final,
                 "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}
-        if rank == 0:
+        if rank == 0:               # timing.json first: once checkpoint.pt exists a rerun writes nothing here, so a
+            write_timing(out, seconds)      # write killed after it would leave its temporary file for good
             save_checkpoint(out / CHECKPOINT, ckpt)
-            write_timing(out, seconds)
         dist.barrier()                  # checkpoint.pt exists before any rank goes on to read it
         return {"format_version": 1, **ckpt, "train_seconds": seconds}
 
