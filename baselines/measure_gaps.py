@@ -24,56 +24,16 @@ ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = ("results/mnist", "results/cifar10_jpeg_small", "results/ci", "results/ci_train")
 NORMAL = ("standard", "madry", "linear", "robust-linear", "finetune")
 
-FACTORY = """\
-import torch
-from torch import nn
-
-from rocl_bench.models.loading import classifier_from_checkpoint
-from rocl_bench.train import load_checkpoint
-
-
-class Scaled(nn.Module):
-    \"\"\"Logits x 1e4: softmax saturates, so cross-entropy gradients vanish (underflow) on confident points.\"\"\"
-
-    def __init__(self, clf, scale=1e4):
-        super().__init__()
-        self.clf, self.scale = clf, scale
-
-    def forward(self, x):
-        return self.clf(x) * self.scale
-
-
-def _load(name):
-    path = {models!r} + "/" + name + ".pt"
-    return classifier_from_checkpoint(load_checkpoint(path), path)
-
-
-def standard():
-    return _load("standard")
-
-
-def madry():
-    return _load("madry")
-
-
-def standard_x1e4():
-    return Scaled(_load("standard"))
-
-
-def madry_x1e4():
-    return Scaled(_load("madry"))
-"""
-
 SUITE = """\
 name: saturated
 seed: 0
 device: cpu
 data: {dataset: digits, test_limit: 200}
 models:
-  standard: {factory: 'gapnets:standard'}
-  madry: {factory: 'gapnets:madry'}
-  standard_x1e4: {factory: 'gapnets:standard_x1e4'}
-  madry_x1e4: {factory: 'gapnets:madry_x1e4'}
+  standard: {factory: 'trust_nets:standard'}
+  madry: {factory: 'trust_nets:madry'}
+  standard_x1e4: {factory: 'trust_nets:saturated'}
+  madry_x1e4: {factory: 'trust_nets:madry_x1e4'}
 attacks:
   clean: {type: clean}
   pgd_ce: {type: pgd, norm: linf, eps: 0.1, steps: 10}
@@ -125,11 +85,12 @@ def main(argv: list[str] | None = None) -> int:
         from rocl_bench.bench.runner import run_suite
 
         with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / "gapnets.py").write_text(FACTORY.format(models=str(ROOT / "baselines" / "ci_models")))
+            sys.path.insert(0, str(ROOT / "baselines" / "ci_models"))     # trust_nets.py: the factories
             (Path(tmp) / "saturated.yaml").write_text(SUITE)
             recs = run_suite(Path(tmp) / "saturated.yaml", out=str(Path(tmp) / "out"), progress=False,
                              log=lambda s: None)
-            sys.modules.pop("gapnets", None)
+            sys.path.remove(str(ROOT / "baselines" / "ci_models"))
+            sys.modules.pop("trust_nets", None)
             for r in recs:
                 print(f"  saturated {r.model:<14} {r.attack:<9} robust {100 * r.robust_accuracy:5.1f}")
             rows += [(r[0], r[1], "x1e4" if "x1e4" in r[1] else r[2], "x1e4" if "x1e4" in r[1] else r[3], *r[4:])

@@ -25,63 +25,16 @@ from rocl_bench.record import Record, encode_mask
 
 CI_MODELS = Path(__file__).resolve().parents[1] / "baselines" / "ci_models"
 
-NETS = """\
-import torch
-from torch import nn
-
-from rocl_bench.models.loading import classifier_from_checkpoint
-from rocl_bench.train import load_checkpoint
-
-
-def _load(name):
-    path = {models!r} + "/" + name + ".pt"
-    return classifier_from_checkpoint(load_checkpoint(path), path)
-
-
-class Scaled(nn.Module):
-    def __init__(self, clf):
-        super().__init__()
-        self.clf = clf
-
-    def forward(self, x):
-        return self.clf(x) * 1e4
-
-
-class Quantized(nn.Module):
-    def __init__(self, clf):
-        super().__init__()
-        self.clf = clf
-
-    def forward(self, x):
-        return self.clf(torch.round(x * 4) / 4)
-
-
-def standard():
-    return _load("standard")
-
-
-def madry():
-    return _load("madry")
-
-
-def saturated():
-    return Scaled(_load("standard"))
-
-
-def quantized():
-    return Quantized(_load("standard"))
-"""
-
 SUITE = """\
 name: trust
 seed: 0
 device: cpu
 data: {dataset: digits, test_limit: 100}
 models:
-  standard: {factory: 'trustnets:standard'}
-  madry: {factory: 'trustnets:madry'}
-  saturated: {factory: 'trustnets:saturated'}
-  quantized: {factory: 'trustnets:quantized'}
+  standard: {factory: 'trust_nets:standard'}
+  madry: {factory: 'trust_nets:madry'}
+  saturated: {factory: 'trust_nets:saturated'}
+  quantized: {factory: 'trust_nets:quantized'}
 attacks:
   clean: {type: clean}
   pgd: {type: pgd, norm: linf, eps: 0.1, steps: 10}
@@ -96,14 +49,15 @@ def run(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("trust")
-    (root / "trustnets.py").write_text(NETS.format(models=str(CI_MODELS)))
+    sys.path.insert(0, str(CI_MODELS))                # the factories: baselines/ci_models/trust_nets.py
     (root / "trust.yaml").write_text(SUITE)
     try:
         recs = run_suite(root / "trust.yaml", out=str(root / "out"), progress=False, log=lambda s: None)
     finally:
         torch.set_num_threads(threads)
         torch.set_flush_denormal(False)
-        sys.modules.pop("trustnets", None)
+        sys.path.remove(str(CI_MODELS))
+        sys.modules.pop("trust_nets", None)
     chance = 0.11
     return {r.cell[:2]: r for r in recs}, suite_warnings(recs, chance=chance), recs, root / "out"
 
