@@ -126,7 +126,10 @@ def test_weak_attack_rule():
     assert suite_warnings([_rec("pgd", "pgd", 0.9), _rec("dlr", "apgd", 0.78)])[("m", "pgd", None)]
     # below the floor, a large share is noise
     assert suite_warnings([_rec("pgd", "pgd", 0.9), _rec("dlr", "apgd", 0.87)])[("m", "pgd", None)] == ()
-    # a black-box attack weaker than a white-box one is expected; a transfer cell is never compared
+    # a black-box attack weaker than a white-box one is expected; so is a cheap one-step attack (FGSM declares
+    # `cheap`), which still serves as the stronger rival of others; a transfer cell is never compared
+    assert suite_warnings([_rec("f", "fgsm", 0.8), dlr])[("m", "f", None)] == ()
+    assert suite_warnings([pgd, _rec("f", "fgsm", 0.45)])[pgd.cell]
     assert suite_warnings([_rec("sq", "square", 0.8), dlr])[("m", "sq", None)] == ()
     assert suite_warnings([_rec("t", "transfer", 0.8), dlr])[("m", "t", None)] == ()
     # other budgets, norms and models are not the same threat

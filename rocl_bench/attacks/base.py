@@ -58,6 +58,9 @@ class Attack:
     reference    The budget columns' default attack: its columns carry no suffix (only PGD).
     batches_itself  evaluate() hands it all points at once (AutoAttack, so its batches are pyautoattack's).
     in_suites    Can be named in a suite's `attacks` (False for `transfer`, which the `transfer` section makes).
+    cheap        A deliberately weak, single-step attack (FGSM): a stronger attack at its budget is expected to
+                 beat it, so the weak-attack alarm does not mark its cell (it still counts as a rival of the
+                 others, and in the per-point worst case).
     revision     Revision of the implementation: bump it when the attack's behaviour changes (what it computes
                  for the same spec), so that the runner re-runs that attack's cells, and only those (a cell's
                  key includes it, bench.runner.Runner.cell_hash).
@@ -75,6 +78,7 @@ class Attack:
     reference: ClassVar[bool] = False
     batches_itself: ClassVar[bool] = False
     in_suites: ClassVar[bool] = True
+    cheap: ClassVar[bool] = False
     revision: ClassVar[int] = 1
     norm: Optional[str]
     eps: float

@@ -33,6 +33,7 @@ class FGSM(Attack):
     family: ClassVar[Family] = Family.WHITE_BOX
     title: ClassVar[str] = "FGSM"
     table_order: ClassVar[int] = 3
+    cheap: ClassVar[bool] = True         # one step: being beaten by PGD at its budget is no alarm
     norm: ClassVar[str] = "linf"
     eps: float
 

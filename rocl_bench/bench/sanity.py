@@ -10,7 +10,7 @@ when a later cell revealed something); `cell_warnings(rec, earlier)` is the same
 - robust accuracy rises with ε for one attack type and norm (aggregate; gradient masking, or too weak an attack);
 - a black-box (e.g. `square`) or transfer attack beats a white-box attack at the same norm and ε by more
   than `slack` (gradient masking: the gradients mislead, yet the model is not robust);
-- weak attack: a white-box (or min-norm) cell is weaker than the strongest other white-box, min-norm or
+- weak attack: a white-box (or min-norm) cell, unless its attack declares itself `cheap` (FGSM), is weaker than the strongest other white-box, min-norm or
   black-box attack at the same norm and ε on the model by more than `margin`, or by more than FLOOR while
   missing more than SHARE of the points that attack fools beyond clean errors (PGD-CE on saturated logits:
   its gradients vanish while a margin loss still finds the examples; on a robust model the absolute gap is
@@ -52,7 +52,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from ..attacks import Family, family_of
+from ..attacks import Family, attack_class, family_of
 from ..errors import UserError
 from ..record import Record, latest_per_cell, same_eps
 
@@ -114,7 +114,8 @@ def attack_gaps(records: Iterable[Record]) -> list[Gap]:
     cells = [r for r in latest_per_cell(records) if family_of(_kind(r)) in COMPARED and None not in _budget(r)]
     out = []
     for rec in cells:
-        if family_of(_kind(rec)) not in GRADIENT:
+        cls = attack_class(_kind(rec))
+        if family_of(_kind(rec)) not in GRADIENT or (cls is not None and cls.cheap):
             continue
         norm, eps = _budget(rec)
         rivals = [r for r in cells if r.model == rec.model and r.cell != rec.cell and _budget(r)[0] == norm
