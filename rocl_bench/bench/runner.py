@@ -178,6 +178,7 @@ class Runner:
         self.current: list[str] = []                     # this run's cells, in suite order
         self.new: list[Record] = []
         self.randomized: set[str] = set()               # models whose outputs change between calls
+        self.suite_hash = suite.hash()                   # once per run: it reads checkpoints and factory files
 
     def load_test_set(self) -> None:
         d = self.suite.data
@@ -197,7 +198,7 @@ class Runner:
     def base_record(self, m: ReadyModel, attack_id: str, spec: dict[str, Any], seen: bool,
                     source: str | None, cell_hash: str) -> dict[str, Any]:
         info = dataset_info(self.suite.data.dataset)
-        return {"suite": self.suite.name, "suite_hash": self.suite.hash(), "model": m.name,
+        return {"suite": self.suite.name, "suite_hash": self.suite_hash, "model": m.name,
                 "model_index": list(self.suite.models).index(m.name), "label": m.label, "method": m.method,
                 "dataset": info.label or info.name, "arch": m.arch, "split": "test", "n": len(self.y),
                 "test_indices_hash": self.indices_hash, "attack": attack_id,
@@ -232,10 +233,8 @@ class Runner:
                        "seconds": round(seconds, 3), "peak_memory_mb": round(peak_memory_mb(self.device.type), 1),
                        "timestamp": timestamp(), "flags": list(result.flags)})
         rec = Record.make(**fields)
-        warnings = cell_warnings(rec, [self.done[h] for h in self.current], chance=self.chance)
-        if rec.model in self.randomized:
-            warnings.insert(0, RANDOMIZED)
-        rec = dataclasses.replace(rec, warnings=tuple(warnings))
+        alarms = cell_warnings(rec, [self.done[h] for h in self.current], chance=self.chance)
+        rec = dataclasses.replace(rec, warnings=self.warnings_of(rec, alarms))
         for warning in rec.warnings:
             self.log(f"  warning: {rec.model} / {rec.attack}: {warning}")
         if dist.is_main():                  # under torchrun every rank holds the record, rank 0 writes it
@@ -243,6 +242,10 @@ class Runner:
         self.done[fields["config_hash"]] = rec
         self.current.append(fields["config_hash"])
         self.new.append(rec)
+
+    def warnings_of(self, rec: Record, alarms: Sequence[str]) -> tuple[str, ...]:
+        """A record's warnings: the randomized-model warning first (Runner.check_randomness), then its alarms."""
+        return ((RANDOMIZED,) if rec.model in self.randomized else ()) + tuple(alarms)
 
     def refresh_warnings(self) -> None:
         """After every cell of the run: recompute each cell's alarms over all cells of its model (an alarm may
@@ -252,7 +255,7 @@ class Runner:
         alarms = suite_warnings(records, chance=self.chance)
         for h in dict.fromkeys(self.current):
             rec = self.done[h]
-            want = ((RANDOMIZED,) if rec.model in self.randomized else ()) + alarms.get(rec.cell, ())
+            want = self.warnings_of(rec, alarms.get(rec.cell, ()))
             if want == rec.warnings:
                 continue
             for warning in want:
@@ -286,10 +289,9 @@ class Runner:
         bs, seed, module = self.suite.output.batch_size, self.suite.seed, m.module
         if dist.world() == 1:
             return evaluate(module, attack, self.x, self.y, batch_size=bs, seed=seed)
-        skip = attack.skip_draws()
-        if skip is None or not can_shard(attack, m):
+        if not can_shard(attack, m):
             return dist.on_main(lambda: _on_cpu(evaluate(module, attack, self.x, self.y, batch_size=bs, seed=seed)))
-        return sharded_evaluate(module, attack, self.x, self.y, bs, seed, skip)
+        return sharded_evaluate(module, attack, self.x, self.y, bs, seed, attack.skip_draws())
 
     def craft(self, source: ReadyModel, entry: AttackEntry, mine: Callable[[int], bool] | None = None) -> torch.Tensor:
         """Adversarial examples for every test point from the source's gradients alone, crafted with the entry's
