@@ -6,8 +6,10 @@ module is the only place that knows the file's name, its fields and their types.
 
 Schema versions: 0.1.0 wrote no `schema` field (read as schema 1, same fields); 0.2.0 writes `"schema": 2`. A
 line that is not JSON, or fails validation (a missing or mistyped field, a non-finite number, an accuracy
-outside [0, 1], a mask that does not decode to `n` points), is reported as "FILE:N: ..., line skipped" and
-skipped: reports go on without it, and `run` evaluates its cell again.
+outside [0, 1], a mask that does not decode to `n` points, distances that do not decode to `n` values >= 0),
+is reported as "FILE:N: ..., line skipped" and
+skipped: reports go on without it, and `run` evaluates its cell again. `distances` (minimum-norm cells) is an
+optional field of schema 2: a reader without it keeps it among the unknown fields.
 """
 from __future__ import annotations
 
@@ -86,6 +88,7 @@ class Record:
     n: int | None = None
     robust_mask: str | None = None
     clean_mask: str | None = None
+    distances: str | None = None               # a minimum-norm cell's per-point distances (distances.py)
     attack_spec: dict[str, Any] = field(default_factory=dict)   # the attack's describe()
     seen: bool = False                         # the attack's budget is the one the model was trained for
     label: str | None = None                   # the row name in tables (the runner writes `label or model`)
@@ -156,6 +159,14 @@ class Record:
         """The per-point clean-correct mask (ValueError when the record has none)."""
         return self._mask("clean_mask")
 
+    def min_distances(self) -> np.ndarray:
+        """A minimum-norm cell's per-point minimal distances (ValueError when the record has none)."""
+        from .distances import decode_distances
+
+        if not self.distances or self.n is None:
+            raise ValueError("no distances")
+        return decode_distances(self.distances, self.n)
+
     def _mask(self, key: str) -> np.ndarray:
         text = getattr(self, key)
         if not text or self.n is None:
@@ -218,6 +229,13 @@ class Record:
                     decode_mask(getattr(rec, key), rec.n)
                 except ValueError as e:
                     raise RecordError(str(e).replace("robust_mask", key)) from None
+        if rec.distances is not None:
+            if rec.n is None:
+                raise RecordError("distances without n")
+            try:
+                rec.min_distances()
+            except ValueError as e:
+                raise RecordError(str(e)) from None
         return rec
 
     @classmethod
@@ -346,7 +364,11 @@ class RecordFile:
     skipped: list[int] = field(default_factory=list)
 
     def latest(self) -> list[Record]:
-        return latest_per_cell(self.all)
+        """The latest record per cell, plus each minimum-norm cell read at its model's budgets (what every report
+        shows: distances.with_budget_cells)."""
+        from .distances import with_budget_cells
+
+        return with_budget_cells(latest_per_cell(self.all))
 
 
 def records_path(results: str | Path) -> Path:

@@ -98,7 +98,8 @@ def test_every_registered_attack_declares_a_family_and_registration_demands_one(
 def test_the_builtin_families() -> None:
     assert {n: family_of(n).value for n in ATTACKS.names()} == {
         "clean": "clean", "pgd": "white-box", "eot-pgd": "white-box", "fgsm": "white-box", "cw": "white-box",
-        "apgd": "white-box", "autoattack": "white-box", "square": "black-box", "transfer": "transfer"}
+        "apgd": "white-box", "autoattack": "white-box", "square": "black-box", "transfer": "transfer",
+        "fmn": "min-norm", "fab": "min-norm"}
 
 
 def test_a_new_black_box_attack_is_alarmed_without_any_list(registered: None) -> None:

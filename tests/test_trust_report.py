@@ -38,7 +38,7 @@ def test_the_headline_is_the_per_point_worst_case_over_every_attack_at_the_budge
     assert col.flat == "Seen ℓ∞ ε=8/255 (5 attacks)" and col.attacks == EIGHT
     assert f"Seen ℓ∞ ε=8/255 (5 attacks): per-point worst case over {', '.join(EIGHT)}" in table.caption
     assert [c.flat for c in table.columns] == ["Clean", "Seen ℓ∞ ε=8/255 (5 attacks)",
-                                               "Unseen ℓ∞ ε=16/255 (1 attack)", "Unseen ℓ2 ε=0.5 (1 attack)",
+                                               "Unseen ℓ∞ ε=16/255 (6 attacks)", "Unseen ℓ2 ε=0.5 (1 attack)",
                                                "Unseen ℓ1 ε=12 (1 attack)"]
     for model in ("standard", "madry", "simclr_le", "rocl_rle", "rocl_at"):
         cells = [r for r in latest if r.model == model and r.attack in EIGHT]     # every transfer source too
@@ -88,8 +88,8 @@ def test_a_warned_cell_gets_a_dagger_and_a_footnote_in_every_format(tmp_path, fm
         marked = {c.flat for (m, c) in table.marks if m == "madry"}
         if per_attack:        # the PGD cell itself and the Worst cell it contributes to
             assert marked == {"Seen ℓ∞ ε=8/255", "Worst ℓ∞ ε=8/255"}
-        else:                 # the headline cell it contributes to
-            assert marked == {"Seen ℓ∞ ε=8/255 (5 attacks)"}
+        else:                 # the headline cells it contributes to: its budget, and the larger ε (best known)
+            assert marked == {"Seen ℓ∞ ε=8/255 (5 attacks)", "Unseen ℓ∞ ε=16/255 (6 attacks)"}
         value = f"{table.value('madry', next(c for (m, c) in table.marks if m == 'madry')):.1f}"
         assert f"{value}{dagger}" in text
         if fmt == "latex":
@@ -109,7 +109,8 @@ def test_a_marked_cell_is_never_bold_and_the_next_best_is(tmp_path):
     rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in md.splitlines() if line.startswith("| ")}
     assert rows["RoCL + rLE"][2] == "12.5†"                     # not **12.5**
     assert rows["RoCL + AT"][2] == "**5.0**"                     # the best unmarked value
-    assert rows["RoCL + rLE"][3] == "**20.0**"                   # its other columns are ranked as before
+    assert rows["RoCL + rLE"][3] == "0.0†"                      # 16/255 counts the 8/255 cells too (best known)
+    assert rows["RoCL + rLE"][4] == "**55.0**"                   # its other columns are ranked as before
 
 
 def test_csv_keeps_numbers_and_names_the_warnings_in_a_column(tmp_path):
@@ -121,7 +122,7 @@ def test_csv_keeps_numbers_and_names_the_warnings_in_a_column(tmp_path):
     frame = pd.read_csv(io.StringIO(tables.render(tables.build_main_table(latest), "csv")))
     assert list(frame.columns)[-1] == "warnings"
     row = frame.set_index("model").loc["madry"]
-    assert row["warnings"] == f"Seen ℓ∞ ε=8/255 (5 attacks): {WARNING}"
+    assert row["warnings"] == f"Seen ℓ∞ ε=8/255 (5 attacks): {WARNING} | Unseen ℓ∞ ε=16/255 (6 attacks): {WARNING}"
     assert float(row["Seen ℓ∞ ε=8/255 (5 attacks)"]) == pytest.approx(2.5)      # the value stays a number
     assert frame.set_index("model")["warnings"].drop("madry").isna().all()
 

@@ -4,8 +4,10 @@ Modules
     base        `Attack` (spec + run + what it declares), `Family`, the `ATTACKS` registry, `build_attack`
     pgd         the one projected-gradient engine (training attacks use it too); projections: steps and norms
     clean, iterative (pgd, eot-pgd), torchattacks_adapters (fgsm, cw),
-    pyautoattack_adapters (autoattack, apgd, square), transfer (the record kind of transfer cells)
-    evaluate    `evaluate()`, the one place that runs an attack on a labelled set; instance: RoCL's attack
+    pyautoattack_adapters (autoattack, apgd, square), min_norm (fmn, fab: no ε, per-point distances),
+    transfer (the record kind of transfer cells)
+    evaluate    `evaluate()`, the one place that runs a fixed-ε attack on a labelled set, and
+                `evaluate_min_norm()` for the min-norm family; instance: RoCL's attack
 
 How to add an attack (one file plus its test; nothing keeps a list of attack names, and this package imports
 every module in its folder, so the new file registers itself):
@@ -30,12 +32,12 @@ import importlib
 import pkgutil
 
 from .base import ATTACKS, Attack, Family, attack_class, build_attack, family_of, suite_attack_names
-from .evaluate import AttackBoundsError, EvalResult, check_bounds, evaluate
+from .evaluate import AttackBoundsError, EvalResult, MinNormResult, check_bounds, evaluate, evaluate_min_norm
 from .pgd import pgd
 from .projections import distance, project, project_l1_box
 
 __all__ = ["ATTACKS", "Attack", "Family", "attack_class", "build_attack", "family_of", "suite_attack_names",
-           "AttackBoundsError", "EvalResult", "check_bounds", "evaluate", "pgd", "distance", "project",
+           "AttackBoundsError", "EvalResult", "MinNormResult", "check_bounds", "evaluate", "evaluate_min_norm", "pgd", "distance", "project",
            "project_l1_box"]
 
 for _module in pkgutil.iter_modules(__path__):        # every attack module registers its classes on import

@@ -184,6 +184,9 @@ def build_attack(mapping: Any, where: str = "attack") -> Attack:
                         f"makes them from the attacks listed here")
     if cls is None:
         raise UserError(f"{where}.type: unknown attack '{kind}'{suggest(kind, names)}; choose from: {', '.join(names)}")
+    if cls.family is Family.MIN_NORM and "eps" in mapping:
+        raise UserError(f"{where}.eps: '{kind}' is a minimum-norm attack: it finds the smallest ε that fools each "
+                        f"point itself; drop eps (tables read its distances at the suite's fixed-ε budgets)")
     return from_mapping(cls, {k: v for k, v in mapping.items() if k != "type"}, where)
 
 

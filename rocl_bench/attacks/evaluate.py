@@ -123,3 +123,60 @@ def evaluate(model: nn.Module, attack: Attack, x: torch.Tensor, y: torch.Tensor,
             if x_adv_all is not None:
                 x_adv_all[idx] = x_adv.to(x_adv_all.dtype)
     return EvalResult(clean_correct, robust, flags, x_adv_all)
+
+
+@dataclass
+class MinNormResult(EvalResult):
+    """A minimum-norm cell: per point the distance of the closest adversarial example found (0 where the model
+    is wrong on the clean input, +inf where none was found); `robust` is the points never fooled."""
+
+    distances: Optional[torch.Tensor] = None      # float64, N
+
+
+def check_box(attack: Attack, x: torch.Tensor, x_adv: torch.Tensor) -> None:
+    """check_bounds without a ball: a minimum-norm attack has no ε, but its examples must be images."""
+    if x_adv.shape != x.shape:
+        raise AttackBoundsError(f"attack '{attack.name}' returned shape {tuple(x_adv.shape)} for inputs of shape "
+                                f"{tuple(x.shape)}")
+    flat = x_adv.detach().flatten(1)
+    bad = ~(torch.isfinite(flat) & (flat >= -ABS_TOL) & (flat <= 1 + ABS_TOL)).all(1)
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0])
+        raise AttackBoundsError(f"attack '{attack.name}' returned {int(bad.sum())} point(s) outside the [0, 1] box "
+                                f"or non-finite (first at batch index {i})")
+
+
+def evaluate_min_norm(model: nn.Module, attack: Attack, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 256,
+                      seed: int = 0) -> MinNormResult:
+    """Per-point minimal distances of `model` on (x, y) under minimum-norm `attack`, deterministic for `seed`.
+
+    As evaluate(): eval mode, forked and seeded RNG, only clean-correct points attacked, batch_size at a time.
+    The distance recorded is measured here, on the returned example, and only where the model really is fooled
+    by it (its prediction differs from the label); elsewhere it is +inf. So no distance is smaller than that of
+    an adversarial example that exists, whatever the attack claims. Every example is checked to be in [0, 1]."""
+    if batch_size < 1:
+        raise UserError(f"batch size must be at least 1, got {batch_size}")
+    if x.shape[0] != y.shape[0]:
+        raise UserError(f"{x.shape[0]} images but {y.shape[0]} labels")
+    x = x.detach()
+    y = y.to(x.device)
+    if x.numel() and (float(x.min()) < 0 or float(x.max()) > 1):
+        raise UserError(f"attacks expect images in [0, 1], got values in [{float(x.min()):.4g}, "
+                        f"{float(x.max()):.4g}]; pass unnormalised images (models normalise inside)")
+    with eval_mode(model), forked_rng(x.device, seed):
+        g = torch.Generator().manual_seed(seed)
+        clean_correct = _predict(attack, model, x, batch_size) == y
+        dist = torch.zeros(len(x), dtype=torch.float64, device=x.device)
+        flags: list[str] = []
+        for idx in clean_correct.nonzero().flatten().split(batch_size):
+            if idx.numel() == 0:
+                continue
+            xb, yb = x[idx], y[idx]
+            x_adv, new_flags = attack.run_with_flags(model, xb, yb, g, batch_size=batch_size)
+            check_box(attack, xb, x_adv)
+            fooled = _predict(attack, model, x_adv, batch_size) != yb
+            d = distance((x_adv.detach() - xb).to(torch.float64), attack.norm)
+            dist[idx] = torch.where(fooled, d, torch.full_like(d, float("inf")))
+            flags.extend(f for f in new_flags if f not in flags)
+    robust = clean_correct & torch.isinf(dist)
+    return MinNormResult(clean_correct, robust, flags, None, dist)

@@ -12,15 +12,16 @@ import torch
 from torch import nn
 
 from .. import distributed as dist
-from ..attacks import Attack
+from ..attacks import Attack, Family
 from ..attacks.base import Skip
-from ..attacks.evaluate import EvalResult, check_bounds, evaluate
+from ..attacks.evaluate import EvalResult, MinNormResult, check_bounds, evaluate, evaluate_min_norm
 from ..attacks.transfer import Transfer
 from ..config import config_hash
 from ..data import dataset_info, load_dataset, stratified_subset
 from ..errors import UserError, suggest
 from ..methods import METHODS
 from ..models.smoothing import SmoothedClassifier
+from ..distances import encode_distances, median_distance
 from ..record import RECORDS_FILE, Record, append, encode_mask, load
 from ..runtime import eval_mode, fast_cpu_math, forked_rng, resolve_device
 from ..train.checkpoint import atomic_write_bytes
@@ -117,6 +118,9 @@ def can_shard(attack: Attack, *models: ReadyModel) -> bool:
 
 
 def _on_cpu(result: EvalResult) -> EvalResult:
+    if isinstance(result, MinNormResult) and result.distances is not None:
+        return MinNormResult(result.clean_correct.cpu(), result.robust.cpu(), list(result.flags), None,
+                             result.distances.cpu())
     return EvalResult(result.clean_correct.cpu(), result.robust.cpu(), list(result.flags))
 
 
@@ -232,6 +236,8 @@ class Runner:
                        "clean_mask": encode_mask(result.clean_correct.cpu().numpy()),
                        "seconds": round(seconds, 3), "peak_memory_mb": round(peak_memory_mb(self.device.type), 1),
                        "timestamp": timestamp(), "flags": list(result.flags)})
+        if isinstance(result, MinNormResult) and result.distances is not None:
+            fields["distances"] = encode_distances(result.distances.cpu().numpy())
         rec = Record.make(**fields)
         alarms = cell_warnings(rec, [self.done[h] for h in self.current], chance=self.chance)
         rec = dataclasses.replace(rec, warnings=self.warnings_of(rec, alarms))
@@ -280,13 +286,19 @@ class Runner:
         t0 = self._start_cell()
         result = self.evaluate(m, entry.attack)
         self.finish(self.base_record(m, entry.id, spec, entry.seen, None, h), result, time.perf_counter() - t0)
-        self.log(f"  {m.name:<16} {entry.id:<20} clean {result.clean_accuracy:6.1%}  robust "
-                 f"{result.robust_accuracy:6.1%}  ({time.perf_counter() - t0:.1f}s)")
+        what = (f"median distance {median_distance(result.distances.cpu().numpy()):.4g}"
+                if isinstance(result, MinNormResult) and result.distances is not None
+                else f"robust {result.robust_accuracy:6.1%}")
+        self.log(f"  {m.name:<16} {entry.id:<20} clean {result.clean_accuracy:6.1%}  {what}  "
+                 f"({time.perf_counter() - t0:.1f}s)")
 
     def evaluate(self, m: ReadyModel, attack: Attack) -> EvalResult:
         """evaluate() on the test set; under torchrun sharded over the ranks where that is exact (can_shard),
         else run whole by rank 0 and shared, so the record is the single-process one."""
         bs, seed, module = self.suite.output.batch_size, self.suite.seed, m.module
+        if attack.family is Family.MIN_NORM:       # per-point distances: one process runs it, every rank shares it
+            return dist.on_main(lambda: _on_cpu(evaluate_min_norm(module, attack, self.x, self.y, batch_size=bs,
+                                                                  seed=seed)))
         if dist.world() == 1:
             return evaluate(module, attack, self.x, self.y, batch_size=bs, seed=seed)
         if not can_shard(attack, m):

@@ -54,6 +54,7 @@ import numpy as np
 
 from ..attacks import Family, attack_class, family_of
 from ..errors import UserError
+from ..distances import budget_tag, budgets_of, is_min_norm, with_budget_cells
 from ..record import Record, latest_per_cell, same_eps
 
 BEATS_WHITE_BOX = (Family.BLACK_BOX, Family.TRANSFER)     # families that must not beat a white-box attack
@@ -64,6 +65,8 @@ DEFAULT_MARGIN = 0.20     # weak attack: a gap above this fraction of the test s
 FLOOR = 0.05              # gaps and per-point counts under 5 % of the test set are the noise of random starts
 SHARE = 0.5               # weak attack: above FLOOR, missing more than half of what the stronger attack fools
 DEFAULT_SLACK = 0.01      # black-box beats white-box / rises with eps: more than one point
+DISAGREE = FLOOR          # minimum-norm vs fixed-ε cells: more points disagreeing than the per-point alarm allows
+FIXED = (Family.WHITE_BOX, Family.BLACK_BOX, Family.TRANSFER)   # the fixed-ε families a minimum-norm cell meets
 
 
 def _kind(rec: Record) -> str | None:
@@ -253,10 +256,75 @@ def cell_warnings(rec: Record, earlier: Iterable[Record], slack: float = DEFAULT
 def suite_warnings(records: list[Record], chance: float | None = None, margin: float = DEFAULT_MARGIN,
                    slack: float = DEFAULT_SLACK) -> dict[tuple[str, str, str | None], tuple[str, ...]]:
     """Every cell's full alarm list over ALL finished records of its model (the latest record per cell counts), so
-    the order the suite ran its cells in does not matter; the runner re-writes a record whose list changed."""
+    the order the suite ran its cells in does not matter; the runner re-writes a record whose list changed.
+
+    A minimum-norm cell is judged at each fixed-ε budget of its model through its derived cells
+    (distances.with_budget_cells): their alarms come back to it tagged with the budget ("[linf ε=0.1] ..."), so
+    a table marks the budget column they concern; then come its consistency alarms (distance_warnings)."""
     margin = check_margin(margin)
-    latest = latest_per_cell(records)
+    latest = with_budget_cells(latest_per_cell(records))
     by_model: dict[str, list[Record]] = {}
     for r in latest:
         by_model.setdefault(r.model, []).append(r)
-    return {r.cell: tuple(cell_warnings(r, by_model[r.model], slack, chance, margin)) for r in latest}
+    out = {r.cell: tuple(cell_warnings(r, by_model[r.model], slack, chance, margin)) for r in latest}
+    for r in latest:
+        parent = r.extra.get("derived_from")
+        if not parent:
+            continue
+        key, own = (r.model, parent, r.source), out.pop(r.cell)
+        tag = budget_tag(str(r.threat[1]), float(r.threat[2]))
+        out[key] = out.get(key, ()) + tuple(f"{tag} {w}" for w in own if w not in out.get(key, ()))
+    for r in latest:
+        if is_min_norm(r):
+            out[r.cell] = out.get(r.cell, ()) + tuple(distance_warnings(r, by_model[r.model]))
+    return out
+
+
+def distance_warnings(rec: Record, others: Iterable[Record], share: float = DISAGREE) -> list[str]:
+    """Where minimum-norm cell `rec` and the fixed-ε cells of its model disagree, per budget, with counts:
+
+    - points a fixed-ε attack fooled at ε whose minimal distance is above ε: the minimum-norm attack is weak
+      there, and its curve is only an upper bound;
+    - points whose minimal distance is at most ε that every fixed-ε attack at ε left robust: the fixed-ε
+      battery is weak (or masked) at ε.
+    Either fires when it holds for more than `share` of the test set. Cells on other test points are skipped."""
+    try:
+        dist, clean = rec.min_distances(), rec.clean_correct()
+    except ValueError:
+        return []
+    norm = str(rec.threat[1])
+    others = [r for r in others if r.model == rec.model and r.test_indices_hash == rec.test_indices_hash
+              and r.n == rec.n and not is_min_norm(r) and not r.extra.get("derived_from")
+              and family_of(_kind(r)) in FIXED and r.robust_mask and r.clean_mask]
+    out = []
+    for eps, _ in budgets_of(others, rec.model, norm):
+        cells = [r for r in others if _budget(r)[0] == norm and same_eps(_budget(r)[1], eps)]
+        if not cells:
+            continue
+        names = ", ".join(unique_attacks(cells))
+        fooled = np.zeros(len(dist), dtype=bool)
+        survived = clean.copy()
+        for r in cells:
+            fooled |= r.clean_correct() & ~r.robust()
+            survived &= r.robust()
+        tag = budget_tag(norm, eps)
+        weak_mn = int((fooled & (dist > eps)).sum())
+        if weak_mn > share * len(dist) + 1e-9:
+            out.append(f"{tag} {weak_mn} point(s) fooled at {norm} ε={eps:g} (by {names}) have a minimal distance "
+                       f"above ε under {rec.attack}: the minimum-norm attack is weak there and its curve is only an "
+                       f"upper bound")
+        weak_fixed = int((survived & (dist <= eps)).sum())
+        if weak_fixed > share * len(dist) + 1e-9:
+            out.append(f"{tag} {weak_fixed} point(s) that {rec.attack} fools within {norm} ε={eps:g} survive every "
+                       f"fixed-ε attack at that ε ({names}): the fixed-ε battery is weak (or masked) there")
+    return out
+
+
+def unique_attacks(cells: Iterable[Record]) -> list[str]:
+    """Attack ids in first-seen order (a transfer id once per source: 'transfer:pgd from madry')."""
+    out: list[str] = []
+    for r in cells:
+        name = f"{r.attack} from {r.source}" if r.source else r.attack
+        if name not in out:
+            out.append(name)
+    return out

@@ -381,7 +381,11 @@ def load_suite(path: str | Path, data_root: str | None = None) -> Suite:
         spec = dict(spec)
         _name(spec.get("type"), f"{w}.type")
         seen = coerce(spec.pop("seen", False), bool, f"{w}.seen")
-        attacks[str(aid)] = AttackEntry(str(aid), build_attack(spec, w), seen)
+        attack = build_attack(spec, w)
+        if seen and attack.eps is None:
+            raise UserError(f"{w}.seen: '{attack.name}' is a minimum-norm attack with no budget of its own; drop seen "
+                            "(its cells at the seen budget are marked seen from the fixed-ε attacks there)")
+        attacks[str(aid)] = AttackEntry(str(aid), attack, seen)
     _check_budgets(attacks, data, where)
     transfer = None
     if raw.get("transfer") is not None:
@@ -403,6 +407,9 @@ def load_suite(path: str | Path, data_root: str | None = None) -> Suite:
                                 f"ids: {', '.join(attacks)}")
             if attacks[a].attack.norm is None:
                 raise UserError(f"{where}: transfer.attacks: {shown(a)} is a clean pass; name a white-box attack")
+            if attacks[a].attack.eps is None:
+                raise UserError(f"{where}: transfer.attacks: {shown(a)} is a minimum-norm attack (no ε-ball to judge "
+                                "the target in); name a fixed-ε white-box attack")
     output = from_mapping(OutputSection, raw.get("output"), f"{where}: output")
     if output.dir is not None:
         path_text(output.dir, f"{where}: output.dir")

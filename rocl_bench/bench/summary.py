@@ -3,12 +3,14 @@
 It renders through `rocl_bench.render`, the one renderer family (which imports nothing of the package)."""
 from __future__ import annotations
 
+from ..distances import is_min_norm, median_distance
 from ..record import Record
 from ..render import markdown
 
 
 def summary_markdown(records: list[Record]) -> str:
-    """Models × attacks, robust accuracy in percent (transfer cells averaged over sources), no final newline."""
+    """Models × attacks, robust accuracy in percent (transfer cells averaged over sources; a minimum-norm cell
+    shows its median distance, "med 0.171"), no final newline."""
     if not records:
         return "(no cells)"
     models: dict[str, str] = {}
@@ -19,7 +21,8 @@ def summary_markdown(records: list[Record]) -> str:
         models.setdefault(r.model, r.name)
         if r.attack not in attacks:
             attacks.append(r.attack)
-        cells.setdefault((r.model, r.attack), []).append(r.robust_accuracy)
+        cells.setdefault((r.model, r.attack), []).append(
+            ("med", median_distance(r.min_distances())) if is_min_norm(r) else r.robust_accuracy)
         if r.attack_type != "transfer" and r.clean_accuracy is not None:
             clean[r.model] = r.clean_accuracy
     rows = []
@@ -27,6 +30,9 @@ def summary_markdown(records: list[Record]) -> str:
         row = [label, f"{100 * clean[m]:.1f}" if m in clean else ""]
         for a in attacks:
             v = cells.get((m, a))
-            row.append(f"{100 * sum(v) / len(v):.1f}" if v else "")
+            if v and isinstance(v[0], tuple):
+                row.append(f"med {v[0][1]:.3g}")
+            else:
+                row.append(f"{100 * sum(v) / len(v):.1f}" if v else "")
         rows.append(row)
     return markdown(["model", "clean acc."] + attacks, rows).rstrip("\n")

@@ -15,7 +15,7 @@ from .records import NORM_ORDER, NORM_TEX, eps_text, norm_text
 from ..render import tex_escape
 
 # column groups in table order; "own" holds one group per attack type shown apart (its kind is the type name)
-GROUP_ORDER = {"clean": 0, "seen": 1, "unseen": 2, "own": 3, "other": 6, "worst": 7}
+GROUP_ORDER = {"clean": 0, "seen": 1, "unseen": 2, "own": 3, "median": 5, "other": 6, "worst": 7}
 
 
 def own_column_kinds() -> list[str]:
@@ -36,9 +36,10 @@ class Column:
     sub: str = ""
     group_tex: str = ""
     sub_tex: str = ""
-    role: str = "value"       # value | ref | diff (ref/diff only with --compare)
+    role: str = "value"       # value | ref | diff (ref/diff only with --compare) | distance (a median ε, not a %)
     target: str | None = None  # transfer matrix only: the attacked model
     attacks: tuple[str, ...] = ()   # headline (worst-case) budget columns: the attack ids that made the value
+    smaller: tuple[str, ...] = ()   # ... and the attack ids at smaller ε of the norm that count too (best known)
 
     @property
     def flat(self) -> str:
@@ -63,9 +64,13 @@ def label_columns(cols: list[Column]) -> list[Column]:
         cls = attack_class(c.atype)
         suffix = "" if cls is not None and cls.reference else " " + (cls.display_name() if cls else c.atype.upper())
         if c.atype == "budget":            # a headline column: the worst case over this many attacks
-            suffix = f" ({len(c.attacks)} attack{'s' if len(c.attacks) != 1 else ''})"
-        own = attack_class(c.kind) if c.kind not in ("clean", "seen", "unseen", "other", "worst") else None
-        if c.kind == "clean":
+            k = len(c.attacks) + len(c.smaller)
+            suffix = f" ({k} attack{'s' if k != 1 else ''})"
+        own = attack_class(c.kind) if c.kind not in ("clean", "seen", "unseen", "other", "worst", "median") else None
+        if c.kind == "median":
+            title = cls.display_name() if cls else c.atype.upper()
+            g, gt, s, st = f"{title} {nt}", f"{title} {nx}", "median ε", r"median $\epsilon$"
+        elif c.kind == "clean":
             g, s, gt, st = "Clean", "", "Clean", ""
         elif c.kind in ("seen", "unseen"):
             g = f"{'Seen' if c.kind == 'seen' else 'Unseen'} {nt}"
@@ -82,6 +87,15 @@ def label_columns(cols: list[Column]) -> list[Column]:
         seen[(c.group, c.sub)] = seen.get((c.group, c.sub), 0) + 1
     return [dataclasses.replace(c, sub=f"{c.sub} [{c.attack}]", sub_tex=f"{c.sub_tex} [{tex_escape(c.attack)}]")
             if seen[(c.group, c.sub)] > 1 and c.attack else c for c in out]
+
+
+def median_column(rec: Record) -> Column:
+    """The median-distance column of a minimum-norm cell (distances.is_min_norm), after the budget groups."""
+    kind, norm, _ = rec.threat
+    cls = attack_class(kind)
+    idx = rec.attack_index if rec.attack_index is not None else math.inf
+    order = (GROUP_ORDER["median"], NORM_ORDER.get(norm or "", 9), cls.table_order if cls else 100, idx, rec.attack)
+    return Column("median", norm, None, kind, rec.attack, order, role="distance")
 
 
 def column_of(rec: Record) -> Column:

@@ -17,10 +17,13 @@ from matplotlib.ticker import FormatStrFormatter, LogLocator
 
 from ..config import read_limited
 from ..errors import UserError
-from ..record import RECORDS_FILE, Record, warn_stderr
+from ..attacks import Family, family_of
+from ..distances import best_known, is_min_norm
+from ..record import RECORDS_FILE, Record, same_eps, warn_stderr
 from ..train.checkpoint import atomic_write_bytes
 from .records import NORM_ORDER, eps_text, norm_text
 from .tables import build_transfer_table, describe
+from .worst import worst_case
 
 KINDS = ("eps-curve", "transfer", "training")
 FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg"}
@@ -54,16 +57,32 @@ def _legend_outside(fig: Figure, ax: Any, title: str | None = None) -> None:
 
 
 # ---------------------------------------------------------------------------------------- eps curve
+def _fixed_at(model: str, norm: str, eps: float) -> Callable[[Record], bool]:
+    """The fixed-ε cells of `model` at (norm, ε), derived minimum-norm cells excluded (the markers of a curve)."""
+    def pred(r: Record) -> bool:
+        kind, n, e = r.threat
+        return (r.model == model and n == norm and e is not None and same_eps(e, eps) and not r.extra.get("derived_from")
+                and family_of(kind) not in (None, Family.CLEAN, Family.MIN_NORM))
+    return pred
+
+
 def eps_curve_figure(latest: list[Record]) -> Figure:
-    """Accuracy (%) vs ε under PGD, one panel per norm, one line per model; clean accuracy at ε = 0."""
+    """Accuracy (%) vs ε, one panel per norm, one colour per model; clean accuracy at ε = 0.
+
+    In a norm where a model has a minimum-norm cell, its line is the continuous best-known curve
+    (distances.best_known: the per-point smallest ε at which any cell fooled the point) and its fixed-ε cells are
+    markers (per-point worst case over the fixed-ε attacks at each budget), which lie on or above the line; else
+    the line joins its PGD cells (the strongest PGD per ε)."""
     pgd = [r for r in latest if r.attack_type == "pgd"]
-    if not pgd:
-        raise UserError("no PGD cells in these records: the eps curve plots PGD accuracy against ε; add PGD attacks "
-                        "at several ε to the suite")
-    norms = sorted({r.threat[1] for r in pgd if r.threat[1]}, key=lambda n: NORM_ORDER.get(n, 9))
+    min_norm = [r for r in latest if is_min_norm(r)]
+    if not pgd and not min_norm:
+        raise UserError("no PGD or minimum-norm cells in these records: the eps curve plots accuracy against ε; add PGD "
+                        "attacks at several ε, or an fmn / fab attack, to the suite")
+    norms = sorted({r.threat[1] for r in pgd + min_norm if r.threat[1]}, key=lambda n: NORM_ORDER.get(n, 9))
     models: dict[str, str] = {}
     for r in latest:
         models.setdefault(r.model, r.name)
+    colour = {m: f"C{i % 10}" for i, m in enumerate(models)}
     clean: dict[str, float] = {}
     for r in latest:
         if r.attack_type == "clean" or (r.model not in clean and r.clean_accuracy is not None):
@@ -73,7 +92,23 @@ def eps_curve_figure(latest: list[Record]) -> Figure:
     fig = _new_figure(3.6 * len(norms) + 0.4, 3.4)
     axes = fig.subplots(1, len(norms), squeeze=False)[0]
     for ax, norm in zip(axes, norms):
+        curves = {r.model for r in min_norm if r.threat[1] == norm}
+        budgets = sorted({float(r.threat[2]) for r in latest if r.threat[1] == norm and r.threat[2] is not None
+                          and not r.extra.get("derived_from") and r.attack_type != "clean"})
+        finite = [d for r in min_norm if r.threat[1] == norm for d in r.min_distances() if math.isfinite(d)]
+        top = 1.25 * max(budgets) if budgets else (float(np.quantile(finite, 0.95)) if finite else 1.0)
         for m, label in models.items():
+            if m in curves:
+                best = best_known(latest, m, norm)
+                xs = np.linspace(0.0, top, 300)
+                ax.plot(xs, [100.0 * float((best > x).mean()) for x in xs], color=colour[m], linewidth=1.5,
+                        label=label)
+                recs = [r for r in latest if r.model == m]
+                for eps in budgets:
+                    v = worst_case(recs, _fixed_at(m, norm, eps))
+                    if v is not None:
+                        ax.plot([eps], [100.0 * v], marker="o", markersize=4, color=colour[m], linestyle="none")
+                continue
             pts: dict[float, float] = {}
             for r in pgd:
                 kind, n, e = r.threat
@@ -84,15 +119,16 @@ def eps_curve_figure(latest: list[Record]) -> Figure:
             if m in clean:
                 pts[0.0] = clean[m]
             xs = sorted(pts)
-            ax.plot(xs, [pts[x] for x in xs], marker="o", markersize=4, linewidth=1.5, label=label)
+            ax.plot(xs, [pts[x] for x in xs], marker="o", markersize=4, linewidth=1.5, color=colour[m], label=label)
         if seen_eps.get(norm) is not None:
             ax.axvline(seen_eps[norm], color="0.5", linestyle=":", linewidth=1, label="training ε (seen)")
-        ticks = sorted({0.0} | {r.threat[2] for r in pgd if r.threat[1] == norm and r.threat[2] is not None})
+        ticks = sorted({0.0} | set(budgets))
         ax.set_xticks(ticks)
         ax.set_xticklabels(["0"] + [eps_text(t) for t in ticks[1:]], rotation=30 if len(ticks) > 4 else 0)
         ax.set_ylim(0, 100)
         ax.set_xlabel(NORM_AXIS.get(norm, f"{norm} radius ε"))
-        ax.set_title(f"PGD, {norm_text(norm)} threat model", fontsize=10)
+        what = "best known (line), fixed-ε cells (dots)" if curves else "PGD"
+        ax.set_title(f"{what}, {norm_text(norm)}", fontsize=9)
         ax.grid(True, alpha=0.3)
     axes[0].set_ylabel("Accuracy under attack (%)")
     # one legend for all panels: union of labels, first panel that has each

@@ -48,8 +48,9 @@ import numpy as np
 
 from ..attacks import Family, attack_class, family_of
 from ..errors import UserError, suggest
+from ..distances import is_min_norm, median_distance
 from ..record import Record, same_eps, warn_stderr
-from .columns import GROUP_ORDER, Column, column_of, eps_tex, label_columns, norm_tex
+from .columns import GROUP_ORDER, Column, column_of, eps_tex, label_columns, median_column, norm_tex
 from .records import NORM_ORDER, eps_text, norm_text
 from ..render import DAGGER, FORMATS, csv, html, latex, latex_grouped, markdown, tex_escape, tex_text
 from .worst import group_predicate, unique, worst_case
@@ -157,7 +158,7 @@ def _caption(latest: list[Record], notes: list[str]) -> tuple[str, str]:
     text, tex = describe(latest)
     caption = f"Accuracy (%) on {text}. Best per column in bold" + "".join(f"; {n}" for n in notes) + "."
     caption_tex = (f"Accuracy (\\%) on {tex}. Best per column in bold"
-                   + "".join(f"; {tex_escape(n)}" for n in notes) + ".")
+                   + "".join(f"; {tex_text(n)}" for n in notes) + ".")
     return caption, caption_tex
 
 
@@ -179,6 +180,9 @@ def build_main_table(latest: list[Record], warn: Callable[[str], None] | None = 
         family = family_of(rec.attack_type)
         if family is Family.CLEAN:
             continue
+        if is_min_norm(rec):
+            other.setdefault(rec.attack, median_column(rec))
+            continue
         _, norm, eps = rec.threat
         if family is None or norm is None or eps is None:
             col = column_of(rec)
@@ -197,8 +201,10 @@ def build_main_table(latest: list[Record], warn: Callable[[str], None] | None = 
     for b in budgets:
         kind = "seen" if b["seen"] else "unseen"
         attacks = tuple(sorted(b["attacks"], key=lambda a: b["attacks"][a]))
+        smaller = tuple(a for o in budgets if o["norm"] == b["norm"] and o["eps"] < b["eps"]
+                        and not same_eps(o["eps"], b["eps"]) for a in o["attacks"])
         col = Column(kind, b["norm"], b["eps"], BUDGET, None,
-                     (GROUP_ORDER[kind], (), NORM_ORDER.get(b["norm"], 9), b["eps"]), attacks=attacks)
+                     (GROUP_ORDER[kind], (), NORM_ORDER.get(b["norm"], 9), b["eps"]), attacks=attacks, smaller=smaller)
         cols.append(col)
     cols.sort(key=lambda c: c.order)
     labeled = label_columns([clean_col] + cols + sorted(other.values(), key=lambda c: c.order))
@@ -208,9 +214,16 @@ def build_main_table(latest: list[Record], warn: Callable[[str], None] | None = 
             if c.kind == "clean":
                 v, src = clean.get(r.model), clean_src.get(r.model, [])
             elif c.atype == BUDGET:
-                group = {"norm": c.norm, "eps": c.eps}
+                group = {"norm": c.norm, "eps": c.eps, "upto": True}
                 v = _worst(r.model, recs, group, warn)
                 src = [x for x in recs if group_predicate(group)(x)]
+            elif c.kind == "median":
+                src = [x for x in recs if x.attack == c.attack]
+                if src:
+                    values[(r.model, c)] = median_distance(src[0].min_distances())
+                    if _warned(src):
+                        marks[(r.model, c)] = _warned(src)
+                continue
             else:
                 src = [x for x in recs if x.attack == c.attack]
                 v = float(np.mean([x.robust_accuracy for x in src])) if src else None
@@ -218,8 +231,14 @@ def build_main_table(latest: list[Record], warn: Callable[[str], None] | None = 
                 values[(r.model, c)] = 100.0 * v
                 if _warned(src):
                     marks[(r.model, c)] = _warned(src)
-    notes = [f"{c.flat}: per-point worst case over {', '.join(c.attacks)}" for c in labeled if c.atype == BUDGET
-             and len(c.attacks) > 1]
+    notes = [f"{c.flat}: per-point worst case over {', '.join(c.attacks)}"
+             + (f" and, at smaller ε, {', '.join(c.smaller)}" if c.smaller else "")
+             for c in labeled if c.atype == BUDGET and len(c.attacks) + len(c.smaller) > 1]
+    if any(c.atype == BUDGET and c.smaller for c in labeled):
+        notes.append("a point fooled at a smaller ε of the same norm counts as fooled at every larger ε (best known)")
+    if any(c.kind == "median" for c in labeled):
+        notes.append("median ε: the median over all test points of the smallest perturbation the minimum-norm attack "
+                     "found (0 for clean errors, ∞ where none), the ε at which its robust accuracy falls to 50 %")
     if any(family_of(r.attack_type) is Family.TRANSFER for r in latest):
         notes.append("transfer cells count once per source model")
     caption, caption_tex = _caption(latest, notes)
@@ -237,13 +256,14 @@ def _per_attack_table(latest: list[Record], warn: Callable[[str], None]) -> Tabl
         by_model.setdefault(rec.model, []).append(rec)
         if family_of(rec.attack_type) is Family.CLEAN:
             continue
-        col = column_of(rec)
+        col = median_column(rec) if is_min_norm(rec) else column_of(rec)
         key = (col.kind, col.attack)
         if key not in protos or col.order < protos[key].order:
             protos[key] = col
         cells.setdefault((rec.model, key), []).append(rec)    # transfer: one per source, the table shows the mean
     values: dict[tuple[str, tuple], float] = {k: float(np.mean([r.robust_accuracy for r in v]))
-                                              for k, v in cells.items()}
+                                              for k, v in cells.items() if k[1][0] != "median"}
+    medians = {k: median_distance(v[0].min_distances()) for k, v in cells.items() if k[1][0] == "median"}
     sources: dict[tuple[str, tuple], list[Record]] = dict(cells)
 
     # worst case at the seen budget(s), when more than one attack hits one
@@ -256,7 +276,7 @@ def _per_attack_table(latest: list[Record], warn: Callable[[str], None]) -> Tabl
             budgets.append((norm, eps))
     worst_cols: list[Column] = []
     for norm, eps in budgets:
-        group = {"norm": norm, "eps": eps}
+        group = {"norm": norm, "eps": eps, "upto": True}
         pred = group_predicate(group)
         if not any(sum(1 for r in recs if pred(r)) > 1 for recs in by_model.values()):
             continue
@@ -283,6 +303,8 @@ def _per_attack_table(latest: list[Record], warn: Callable[[str], None]) -> Tabl
             else:
                 key = (r.model, ("worst", f"{c.norm}:{c.eps}") if c.kind == "worst" else (c.kind, c.attack))
                 v, src = values.get(key), sources.get(key, [])
+            if c.kind == "median" and key in medians:
+                v = medians[key] / 100.0          # shown as the distance itself, not a percentage
             if v is not None:
                 out[(r.model, c)] = 100.0 * v
                 if _warned(src):
@@ -293,7 +315,8 @@ def _per_attack_table(latest: list[Record], warn: Callable[[str], None]) -> Tabl
         for kind in unique(c.kind for c in labeled if family_of(c.kind) is family):
             notes.append(f"{attack_class(kind).display_name()}: {note}")
     if worst_cols:
-        notes.append("Worst: a test point counts only if it withstands every attack at the seen budget")
+        notes.append("Worst: a test point counts only if it withstands every attack at the seen budget and every "
+                     "attack at a smaller ε of its norm")
     caption, caption_tex = _caption(latest, notes)
     return Table(rows, labeled, out, caption, caption_tex, True, notes, marks=marks)
 
@@ -359,7 +382,8 @@ def build_gap_table(main: Table, base: str, reference: str, min_gap: float = 5.0
     rows = [gap_row] + [r for r in main.rows if r.model not in (base, reference)]
     values: dict[tuple[str, Column], float] = {}
     marks: dict[tuple[str, Column], tuple[str, ...]] = {}    # a share is marked when any cell it uses is
-    for c in main.columns:
+    columns = [c for c in main.columns if c.role != "distance"]      # a share of a median distance means nothing
+    for c in columns:
         b, ref = main.values.get((base, c)), main.values.get((reference, c))
         if b is None or ref is None:
             continue
@@ -381,7 +405,7 @@ def build_gap_table(main: Table, base: str, reference: str, min_gap: float = 5.0
     caption = main.caption.split(". Best per column")[0].replace("Accuracy (%) on", "On", 1) + f": {what}."
     caption_tex = (main.caption_tex.split(". Best per column")[0].replace("Accuracy (\\%) on", "On", 1)
                    + f": {tex_escape(what)}.")
-    return Table(rows, list(main.columns), values, caption, caption_tex, bold=False, corner="Model",
+    return Table(rows, columns, values, caption, caption_tex, bold=False, corner="Model",
                  label="tab:rocl-bench-gap", marks=marks)
 
 
@@ -437,8 +461,9 @@ def _best(table: Table) -> np.ndarray:
     if not table.bold:
         return best
     for j, c in enumerate(table.columns):
-        col = np.where(marked[:, j], np.nan, np.round(m[:, j], 1)) if m.size else m[:, j]
-        if c.role == "value" and np.isfinite(col).any():
+        shown = m[:, j] if c.role == "distance" else np.round(m[:, j], 1)
+        col = np.where(marked[:, j], np.nan, shown) if m.size else m[:, j]
+        if c.role in ("value", "distance") and (~np.isnan(col)).any():
             best[:, j] = col == np.nanmax(col)
     return best
 
@@ -452,10 +477,16 @@ def _cells(table: Table, fmt: str) -> list[list[str]]:
         line = []
         for j, c in enumerate(table.columns):
             v = m[i, j]
+            if c.role == "distance" and v == math.inf:
+                s = {"md": "∞", "html": "∞", "latex": r"$\infty$", "csv": "inf"}[fmt]
+                line.append(s + DAGGER[fmt] if marked[i, j] else wrap.format(s) if best[i, j] else s)
+                continue
             if not math.isfinite(v):
                 line.append(na)
                 continue
-            if c.role == "diff":
+            if c.role == "distance":
+                s = f"{v:.3g}"
+            elif c.role == "diff":
                 s = f"{v:+.1f}"
             elif c.role == "ref" and abs(v * 10 - round(v * 10)) > 1e-6:
                 s = f"{v:.2f}"  # keep a reference's second decimal (83.71), ours are one-decimal

@@ -21,11 +21,15 @@ def group_predicate(group: Group) -> Callable[[Record], bool]:
         return group
     norm, eps = group.get("norm"), group.get("eps")
     types = tuple(group["types"]) if group.get("types") else None
+    upto = bool(group.get("upto"))
 
     def pred(rec: Record) -> bool:
         kind, n, e = rec.threat
         counted = kind in types if types is not None else family_of(kind) not in (None, Family.CLEAN)
-        return counted and (norm is None or n == norm) and (eps is None or same_eps(e, float(eps)))
+        if e is None and eps is not None:          # a minimum-norm cell counts through its derived budget cells
+            return False
+        at = eps is None or same_eps(e, float(eps)) or (upto and e is not None and e < float(eps))
+        return counted and (norm is None or n == norm) and at
     return pred
 
 
@@ -39,8 +43,10 @@ def worst_mask(records: Iterable[Record], group: Group) -> np.ndarray | None:
     """Points robust to EVERY cell in `group` (per-point AND of the decoded robust masks).
 
     `records` are cells of one model (e.g. its latest records); `group` is a predicate on a record or a
-    mapping {"norm": "linf", "eps": 8/255[, "types": (...)]} (default: every attack type of a family other
-    than clean: white-box, min-norm, black-box and transfer). Returns None when no cell is in the group. A
+    mapping {"norm": "linf", "eps": 8/255[, "types": (...)][, "upto": True]} (default: every attack type of a
+    family other than clean: white-box, min-norm, black-box and transfer; with "upto", cells at a smaller ε of
+    the norm count too: a point they fool lies in the larger ball as well, which makes the worst case the best
+    known per-point distance of distances.best_known, read at ε). Returns None when no cell is in the group. A
     cell without a decodable `robust_mask`, cells of several models, or cells with different n raise UserError.
     """
     pred = group_predicate(group)

@@ -1,0 +1,155 @@
+"""Minimum-norm cells: per-point minimal distances, what they say at a budget, and the best known distance.
+
+A minimum-norm cell (an attack of the `min-norm` family: FMN, FAB) has no ε. Its record stores, per test point,
+the smallest distance at which the attack found an adversarial example: 0 for a point the model already gets
+wrong, +inf where the attack found none. At any ε the cell's robust points are the clean-correct points whose
+distance is above ε (a point at distance exactly ε is fooled at ε).
+
+Reports read a minimum-norm cell at the budgets of the suite: `with_budget_cells` adds, for every (norm, ε) at
+which the same model has a fixed-ε cell, a derived record `<attack>@<ε>` whose robust mask is `distance > ε`.
+Every table, baseline check and alarm then treats it as one more attack at that budget, so the headline (the
+per-point worst case over every attack at a budget) counts it. Derived records are never written to
+records.jsonl; `derived_from` names the stored cell they come from.
+
+`best_known` is the per-point smallest ε at which ANY cell of the model fooled a point: a fixed-ε cell that fools
+a point at ε says its distance is at most ε (balls are nested, so it is fooled at every larger ε too). Its curve
+is the per-point worst case over both families and is monotone by construction.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import math
+import zlib
+from typing import TYPE_CHECKING, Iterable
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from .record import Record
+
+DISTANCE_LIMIT = 1 << 24      # bytes a decompressed distances field may hold (4 M points); guards a zip bomb
+
+
+def encode_distances(values: Iterable[float] | np.ndarray) -> str:
+    """Per-point distances -> base64 of zlib-compressed little-endian float32 (what a record stores)."""
+    if hasattr(values, "detach"):      # torch tensor, without importing torch here
+        values = values.detach().cpu().numpy()
+    arr = np.asarray(values, dtype="<f4").reshape(-1)
+    return base64.b64encode(zlib.compress(arr.tobytes(), 9)).decode("ascii")
+
+
+def decode_distances(text: str, n: int) -> np.ndarray:
+    """Inverse of encode_distances: n float32 values, each >= 0 or +inf. ValueError on anything else."""
+    try:
+        raw = base64.b64decode(text.encode("ascii"), validate=True)
+        d = zlib.decompressobj()
+        data = d.decompress(raw, DISTANCE_LIMIT)
+        if d.unconsumed_tail:
+            raise ValueError(f"distances decompress to more than {DISTANCE_LIMIT} bytes")
+    except (binascii.Error, UnicodeEncodeError, AttributeError, zlib.error) as e:
+        raise ValueError(f"distances are not base64 of zlib data ({e})") from None
+    n = int(n)
+    if len(data) != 4 * n:
+        raise ValueError(f"distances hold {len(data) // 4} values, {n} expected for n={n}")
+    arr = np.frombuffer(data, dtype="<f4").astype(np.float64)
+    if np.isnan(arr).any() or (arr < 0).any():
+        raise ValueError("distances must be >= 0 or +inf (found NaN or a negative value)")
+    return arr
+
+
+def robust_at(distances: np.ndarray, eps: float) -> np.ndarray:
+    """Robust at ε: the point's minimal distance is above ε (clean-wrong points are at 0, so never robust)."""
+    return distances > eps
+
+
+def median_distance(distances: np.ndarray) -> float:
+    """The median over ALL test points (clean-wrong at 0, not found at +inf): the ε at which the cell's robust
+    accuracy falls to 50 % (+inf when more than half the points were never fooled)."""
+    return float(np.median(distances)) if distances.size else math.nan
+
+
+def is_min_norm(rec: "Record") -> bool:
+    """A stored minimum-norm cell (it has distances and no ε of its own)."""
+    return rec.distances is not None and rec.threat[2] is None
+
+
+def budgets_of(records: Iterable["Record"], model: str, norm: str) -> list[tuple[float, bool]]:
+    """The (ε, seen) budgets at which `model` has fixed-ε cells of `norm`, in increasing ε (seen if any cell at
+    that budget is)."""
+    from .record import same_eps
+
+    out: list[list] = []
+    for r in records:
+        if r.model != model or is_min_norm(r) or r.extra.get("derived_from"):
+            continue
+        kind, n, eps = r.threat
+        if n != norm or eps is None or kind == "clean":
+            continue
+        hit = next((b for b in out if same_eps(b[0], eps)), None)
+        if hit is None:
+            out.append([eps, bool(r.seen)])
+        else:
+            hit[1] = hit[1] or bool(r.seen)
+    return sorted((float(e), bool(s)) for e, s in out)
+
+
+def budget_tag(norm: str, eps: float) -> str:
+    """How a minimum-norm cell's warnings name one budget ('[linf ε=0.1] ...'), so that a derived cell carries
+    the warnings of its own budget only."""
+    return f"[{norm} ε={eps:g}]"
+
+
+def at_budget(rec: "Record", eps: float, seen: bool) -> "Record":
+    """The derived fixed-ε record of minimum-norm cell `rec` at ε (see the module docstring)."""
+    from .record import encode_mask
+
+    dist = rec.min_distances()
+    clean = rec.clean_correct() if rec.clean_mask else dist > 0
+    robust = clean & robust_at(dist, eps)
+    tag = budget_tag(str(rec.threat[1]), eps)
+    warnings = tuple(w[len(tag):].lstrip() if w.startswith(tag) else w for w in rec.warnings
+                     if w.startswith(tag) or not w.startswith("["))
+    return dataclasses.replace(
+        rec, attack=f"{rec.attack}@{eps:g}", attack_spec={**rec.attack_spec, "eps": eps},
+        robust_accuracy=float(robust.mean()) if robust.size else 0.0, robust_mask=encode_mask(robust),
+        distances=None, seen=seen, warnings=warnings, extra={**rec.extra, "derived_from": rec.attack})
+
+
+def with_budget_cells(latest: list["Record"]) -> list["Record"]:
+    """`latest` plus, after each minimum-norm cell, its derived records at its model's fixed-ε budgets of its
+    norm (records already derived are left as they are, so calling this twice adds nothing)."""
+    if any(r.extra.get("derived_from") for r in latest):
+        return list(latest)
+    out: list["Record"] = []
+    for rec in latest:
+        out.append(rec)
+        if is_min_norm(rec) and rec.n:
+            out.extend(at_budget(rec, eps, seen) for eps, seen in budgets_of(latest, rec.model, str(rec.threat[1])))
+    return out
+
+
+def best_known(records: Iterable["Record"], model: str, norm: str) -> np.ndarray | None:
+    """Per point of `model`, the smallest ε of `norm` at which any of its cells fooled it: the minimum-norm
+    distances, and ε for every fixed-ε cell that fooled the point (clean-correct there, not robust). Clean-wrong
+    points are at 0; a point no cell fooled is at +inf. None when the model has no cell of that norm with masks."""
+    from .attacks import Family, family_of
+
+    best: np.ndarray | None = None
+    for r in records:
+        if r.model != model or r.extra.get("derived_from") or not r.n:
+            continue
+        kind, n, eps = r.threat
+        if n != norm or family_of(kind) in (None, Family.CLEAN):
+            continue
+        if is_min_norm(r):
+            d = r.min_distances()
+        elif eps is not None and r.robust_mask and r.clean_mask:
+            fooled = r.clean_correct() & ~r.robust()
+            d = np.where(fooled, float(eps), math.inf)
+            d = np.where(r.clean_correct(), d, 0.0)
+        else:
+            continue
+        best = d if best is None else np.minimum(best, d)
+    return best
