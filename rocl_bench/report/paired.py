@@ -60,12 +60,13 @@ def paired_rows(latest: list[Record], a: str, b: str) -> list[PairedRow]:
     table = build_main_table(latest, warn=lambda s: None, per_attack=True)    # a row per attack, and Worst
     rows = []
     for col in table.columns:
-        if col.kind == "transfer":
+        if col.kind == "transfer" or col.role == "distance":     # a median ε is no share of points to pair
             continue
         masks = []
         for m in (a, b):
-            if col.kind == "worst":        # as in the table: every cell at the seen budget, transfer included
-                mask = worst_mask([r for r in latest if r.model == m], {"norm": col.norm, "eps": col.eps})
+            if col.kind == "worst":        # as in the table: every cell at the seen budget or below, transfer included
+                mask = worst_mask([r for r in latest if r.model == m],
+                                  {"norm": col.norm, "eps": col.eps, "upto": True})
             elif col.kind == "clean":       # the clean cell's mask, else any cell's clean_mask
                 rec = next((r for r in cells[m] if r.attack_type == "clean" and r.robust_mask), None)
                 other = next((r for r in cells[m] if r.clean_mask), None)
