@@ -75,6 +75,19 @@ def check_bounds(attack: Attack, x: torch.Tensor, x_adv: torch.Tensor) -> None:
             f"distance {float(dist[i]):.8g}, allowed {limit:.8g})")
 
 
+def checked_inputs(x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The labelled set an evaluation may attack (detached images in [0, 1], labels on their device), or a
+    UserError saying what is wrong with it."""
+    if batch_size < 1:
+        raise UserError(f"batch size must be at least 1, got {batch_size}")
+    if x.shape[0] != y.shape[0]:
+        raise UserError(f"{x.shape[0]} images but {y.shape[0]} labels")
+    if x.numel() and (float(x.min()) < 0 or float(x.max()) > 1):
+        raise UserError(f"attacks expect images in [0, 1], got values in [{float(x.min()):.4g}, "
+                        f"{float(x.max()):.4g}]; pass unnormalised images (models normalise inside)")
+    return x.detach(), y.to(x.device)
+
+
 @torch.no_grad()
 def _predict(attack: Attack, model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
     return torch.cat([attack.predict(model, xb) for xb in x.split(batch_size)]) if len(x) else \
@@ -92,15 +105,7 @@ def evaluate(model: nn.Module, attack: Attack, x: torch.Tensor, y: torch.Tensor,
     the libraries' and a randomized model's draws) and restored afterwards; our PGD draws from a
     torch.Generator seeded with `seed`. Works on the device of x (the model must be there too).
     """
-    if batch_size < 1:
-        raise UserError(f"batch size must be at least 1, got {batch_size}")
-    if x.shape[0] != y.shape[0]:
-        raise UserError(f"{x.shape[0]} images but {y.shape[0]} labels")
-    x = x.detach()
-    y = y.to(x.device)
-    if x.numel() and (float(x.min()) < 0 or float(x.max()) > 1):
-        raise UserError(f"attacks expect images in [0, 1], got values in [{float(x.min()):.4g}, "
-                        f"{float(x.max()):.4g}]; pass unnormalised images (models normalise inside)")
+    x, y = checked_inputs(x, y, batch_size)
     attack.check_input(x)
     with eval_mode(model), forked_rng(x.device, seed):
         g = torch.Generator().manual_seed(seed)
@@ -154,15 +159,7 @@ def evaluate_min_norm(model: nn.Module, attack: Attack, x: torch.Tensor, y: torc
     The distance recorded is measured here, on the returned example, and only where the model really is fooled
     by it (its prediction differs from the label); elsewhere it is +inf. So no distance is smaller than that of
     an adversarial example that exists, whatever the attack claims. Every example is checked to be in [0, 1]."""
-    if batch_size < 1:
-        raise UserError(f"batch size must be at least 1, got {batch_size}")
-    if x.shape[0] != y.shape[0]:
-        raise UserError(f"{x.shape[0]} images but {y.shape[0]} labels")
-    x = x.detach()
-    y = y.to(x.device)
-    if x.numel() and (float(x.min()) < 0 or float(x.max()) > 1):
-        raise UserError(f"attacks expect images in [0, 1], got values in [{float(x.min()):.4g}, "
-                        f"{float(x.max()):.4g}]; pass unnormalised images (models normalise inside)")
+    x, y = checked_inputs(x, y, batch_size)
     with eval_mode(model), forked_rng(x.device, seed):
         g = torch.Generator().manual_seed(seed)
         clean_correct = _predict(attack, model, x, batch_size) == y
