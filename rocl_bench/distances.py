@@ -17,47 +17,15 @@ is the per-point worst case over both families and is monotone by construction.
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import math
-import zlib
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from .record import Record
+from .masks import decode_distances, encode_distances, encode_mask, same_eps  # noqa: F401 (encoders re-exported)
 
-DISTANCE_LIMIT = 1 << 24      # bytes a decompressed distances field may hold (4 M points); guards a zip bomb
-
-
-def encode_distances(values: Iterable[float] | np.ndarray) -> str:
-    """Per-point distances -> base64 of zlib-compressed little-endian float32 (what a record stores)."""
-    if hasattr(values, "detach"):      # torch tensor, without importing torch here
-        values = values.detach().cpu().numpy()
-    arr = np.asarray(values, dtype="<f4").reshape(-1)
-    return base64.b64encode(zlib.compress(arr.tobytes(), 9)).decode("ascii")
-
-
-def decode_distances(text: str, n: int) -> np.ndarray:
-    """Inverse of encode_distances: n float32 values, each >= 0 or +inf. ValueError on anything else."""
-    try:
-        raw = base64.b64decode(text.encode("ascii"), validate=True)
-        d = zlib.decompressobj()
-        data = d.decompress(raw, DISTANCE_LIMIT)
-        if d.unconsumed_tail:
-            raise ValueError(f"distances decompress to more than {DISTANCE_LIMIT} bytes")
-    except (binascii.Error, UnicodeEncodeError, AttributeError, zlib.error) as e:
-        raise ValueError(f"distances are not base64 of zlib data ({e})") from None
-    n = int(n)
-    if len(data) != 4 * n:
-        raise ValueError(f"distances hold {len(data) // 4} values, {n} expected for n={n}")
-    arr = np.frombuffer(data, dtype="<f4").astype(np.float64)
-    if np.isnan(arr).any() or (arr < 0).any():
-        raise ValueError("distances must be >= 0 or +inf (found NaN or a negative value)")
-    return arr
-
+# "Record" below is rocl_bench.record.Record, not imported: record.py reads its cells through this module.
 
 REL_TOL, ABS_TOL = 1e-5, 1e-6   # = attacks.evaluate's ε-ball slack: an example a fixed-ε cell would accept fools
 
@@ -82,8 +50,6 @@ def is_min_norm(rec: "Record") -> bool:
 def budgets_of(records: Iterable["Record"], model: str, norm: str) -> list[tuple[float, bool]]:
     """The (ε, seen) budgets at which `model` has fixed-ε cells of `norm`, in increasing ε (seen if any cell at
     that budget is)."""
-    from .record import same_eps
-
     out: list[list] = []
     for r in records:
         if r.model != model or is_min_norm(r) or r.extra.get("derived_from"):
@@ -107,8 +73,6 @@ def budget_tag(norm: str, eps: float) -> str:
 
 def at_budget(rec: "Record", eps: float, seen: bool) -> "Record":
     """The derived fixed-ε record of minimum-norm cell `rec` at ε (see the module docstring)."""
-    from .record import encode_mask
-
     dist = rec.min_distances()
     clean = rec.clean_correct() if rec.clean_mask else dist > 0
     robust = clean & robust_at(dist, eps)

@@ -13,8 +13,6 @@ optional field of schema 2: a reader without it keeps it among the unknown field
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import json
 import math
@@ -27,6 +25,7 @@ import numpy as np
 
 from .config import hidden_char, read_limited, refuse_json_constant, shown
 from .errors import UserError
+from .masks import decode_distances, decode_mask, encode_distances, encode_mask, same_eps  # noqa: F401 (re-exported)
 
 SCHEMA = 2                      # what this version writes
 OLDEST_SCHEMA = 1               # 0.1.0's records (no "schema" field)
@@ -42,35 +41,6 @@ class RecordError(ValueError):
 
 def warn_stderr(message: str) -> None:
     print(f"rocl-bench: warning: {message}", file=sys.stderr)
-
-
-# --------------------------------------------------------------------------------------------- masks
-def encode_mask(mask: Any) -> str:
-    """Bool tensor/array of length n -> base64 of numpy.packbits(mask, bitorder='little')."""
-    if hasattr(mask, "detach"):  # torch tensor, without importing torch here
-        mask = mask.detach().cpu().numpy()
-    arr = np.asarray(mask).astype(bool).reshape(-1)
-    return base64.b64encode(np.packbits(arr, bitorder="little").tobytes()).decode("ascii")
-
-
-def decode_mask(text: str, n: int) -> np.ndarray:
-    """Inverse of encode_mask: a bool array of length n. Raises ValueError on a string that cannot be one."""
-    try:
-        raw = base64.b64decode(text.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError, AttributeError) as e:
-        raise ValueError(f"robust_mask is not base64 ({e})") from None
-    n = int(n)
-    if len(raw) != (n + 7) // 8:
-        raise ValueError(f"robust_mask holds {len(raw)} bytes, {(n + 7) // 8} expected for n={n}")
-    return np.unpackbits(np.frombuffer(raw, dtype=np.uint8), count=n, bitorder="little").astype(bool)
-
-
-def same_eps(a: float | None, b: float | None) -> bool:
-    """Budgets that are the same threat model: 8/255 and the 0.0314 written in many scripts match (the alarms
-    and every report group cells by budget with this one rule)."""
-    if a is None or b is None:
-        return a is None and b is None
-    return math.isclose(a, b, rel_tol=2e-3, abs_tol=1e-9)
 
 
 # -------------------------------------------------------------------------------------------- record
@@ -161,8 +131,6 @@ class Record:
 
     def min_distances(self) -> np.ndarray:
         """A minimum-norm cell's per-point minimal distances (ValueError when the record has none)."""
-        from .distances import decode_distances
-
         if not self.distances or self.n is None:
             raise ValueError("no distances")
         return decode_distances(self.distances, self.n)
