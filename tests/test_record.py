@@ -13,9 +13,9 @@ from rocl_bench.record import (RECORDS_FILE, SCHEMA, Record, RecordError, append
                                load)
 
 ROOT = Path(__file__).resolve().parents[1]
-# records written by 0.1.0: results/ci's as committed at e05a1d0 (before the #16 re-run), results/mnist's
-# (until its re-run), and the report fixture
-OLD = [ROOT / "tests" / "fixtures" / "records_0_1_0_ci.jsonl", ROOT / "results" / "mnist" / RECORDS_FILE,
+# records written by 0.1.0: results/ci's as committed at e05a1d0 (before the #16 re-run), results/mnist's as
+# committed at 5c52c0a (before its re-run), and the report fixture
+OLD = [ROOT / "tests" / "fixtures" / "records_0_1_0_ci.jsonl", ROOT / "tests" / "fixtures" / "records_0_1_0_mnist.jsonl",
        ROOT / "tests" / "fixtures" / "records_small.jsonl"]
 
 
