@@ -19,8 +19,9 @@ def evaluate(model: nn.Module, attacks: Mapping[str, Any], data: str | tuple[tor
     """
     import pandas as pd
 
-    from .attacks.evaluate import evaluate as run_attack
-    from .attacks import build_attack
+    from .attacks.evaluate import evaluate as run_attack, evaluate_min_norm
+    from .attacks import Family, build_attack
+    from .distances import encode_distances, median_distance
     from .data import load_dataset
     from .record import encode_mask
     from .runtime import fast_cpu_math, resolve_device
@@ -37,11 +38,16 @@ def evaluate(model: nn.Module, attacks: Mapping[str, Any], data: str | tuple[tor
     for attack_id, spec in attacks.items():
         attack = build_attack(spec, f"attacks.{attack_id}")
         t0 = time.perf_counter()
-        res = run_attack(model, attack, x, y, batch_size=batch_size, seed=seed)
-        rows.append({"model": name, "attack": attack_id, "attack_spec": attack.describe(), "n": res.n,
-                     "clean_accuracy": res.clean_accuracy, "robust_accuracy": res.robust_accuracy,
-                     "robust_mask": encode_mask(res.robust.cpu().numpy()), "seconds": time.perf_counter() - t0,
-                     "flags": res.flags})
+        min_norm = attack.family is Family.MIN_NORM
+        res = (evaluate_min_norm if min_norm else run_attack)(model, attack, x, y, batch_size=batch_size, seed=seed)
+        row = {"model": name, "attack": attack_id, "attack_spec": attack.describe(), "n": res.n,
+               "clean_accuracy": res.clean_accuracy, "robust_accuracy": res.robust_accuracy,
+               "robust_mask": encode_mask(res.robust.cpu().numpy()), "seconds": time.perf_counter() - t0,
+               "flags": res.flags}
+        if min_norm:
+            d = res.distances.cpu().numpy()
+            row.update(distances=encode_distances(d), median_distance=median_distance(d))
+        rows.append(row)
     return pd.DataFrame(rows)
 
 

@@ -537,3 +537,22 @@ def test_compare_worst_row_is_the_tables_worst_column():
     (col,) = [c for c in table.columns if c.kind == "worst"]
     (row,) = [r for r in paired_rows(recs, "a", "b") if r.threat.startswith("Worst")]
     assert (row.acc_a, row.acc_b) == (table.value("a", col), table.value("b", col))
+
+
+def test_the_python_api_and_evaluate_know_the_min_norm_family(digits_test):
+    """api.evaluate gives a minimum-norm attack its distances and median; the fixed-ε evaluate() refuses it
+    (it has no ε-ball to check) instead of failing inside the bounds check."""
+    from rocl_bench.api import evaluate as api_evaluate
+    from rocl_bench.attacks import evaluate
+    from rocl_bench.models.loading import classifier_from_checkpoint
+
+    model = classifier_from_checkpoint(torch.load(CI_MODELS / "madry.pt", weights_only=True),
+                                       "madry.pt")
+    x, y = digits_test[0][:60], digits_test[1][:60]
+    df = api_evaluate(model, {"fmn": {"type": "fmn", "norm": "linf", "steps": 50}}, (x, y))
+    row = df.iloc[0]
+    d = decode_distances(row["distances"], 60)
+    assert row["median_distance"] == pytest.approx(float(np.median(d)))
+    assert row["robust_accuracy"] == pytest.approx(float(np.isinf(d).mean()))
+    with pytest.raises(UserError, match="evaluate_min_norm"):
+        evaluate(model, build_attack({"type": "fab", "norm": "linf"}), x, y)

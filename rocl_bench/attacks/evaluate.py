@@ -105,6 +105,9 @@ def evaluate(model: nn.Module, attack: Attack, x: torch.Tensor, y: torch.Tensor,
     the libraries' and a randomized model's draws) and restored afterwards; our PGD draws from a
     torch.Generator seeded with `seed`. Works on the device of x (the model must be there too).
     """
+    if attack.eps is None and attack.norm is not None:
+        raise UserError(f"attack '{attack.name}' is a minimum-norm attack (no ε-ball): evaluate it with "
+                        "evaluate_min_norm(), which records each point's minimal distance")
     x, y = checked_inputs(x, y, batch_size)
     attack.check_input(x)
     with eval_mode(model), forked_rng(x.device, seed):
