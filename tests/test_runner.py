@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -238,3 +239,30 @@ def test_cli_run_prints_the_plan_and_a_summary(first_run):
                         str(root / "out"), "--quiet"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "suite tiny" in r.stdout and "| Madry AT |" in r.stdout and "pgd_l1" in r.stdout
+
+
+def test_a_suite_changed_and_changed_back_shows_the_current_configuration(tmp_path):
+    """Reports read the last record of a cell; when the suite goes back to an earlier spec, the run reuses the
+    earlier record and must append it again, or the table would show the other configuration's number."""
+    from rocl_bench.bench.runner import run_suite
+    from rocl_bench.record import load
+
+    ckpt = Path(__file__).resolve().parents[1] / "baselines" / "ci_models" / "madry.pt"
+
+    def run(steps: int) -> None:
+        suite = tmp_path / "s.yaml"
+        suite.write_text(f"name: back\nseed: 0\ndevice: cpu\ndata: {{dataset: digits, test_limit: 60}}\n"
+                         f"models:\n  m: {{checkpoint: {ckpt}}}\nattacks:\n"
+                         f"  p: {{type: pgd, norm: linf, eps: 0.2, steps: {steps}}}\n")
+        run_suite(suite, out=str(tmp_path / "out"), progress=False, log=lambda s: None)
+
+    def shown() -> tuple[int, float]:
+        (rec,) = [r for r in load(tmp_path / "out").latest() if r.attack == "p"]
+        return rec.attack_spec["steps"], rec.robust_accuracy
+
+    run(20)
+    first = shown()
+    run(1)
+    assert shown()[0] == 1
+    run(20)                      # reused, not re-run: and the table shows it again
+    assert shown() == first

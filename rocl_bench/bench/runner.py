@@ -179,6 +179,7 @@ class Runner:
         self.suite, self.out, self.device, self.progress, self.log = suite, out, device, progress, log
         self.records_path = out / RECORDS_FILE
         self.done: dict[str, Record] = {}               # config hash -> record (this folder, any run)
+        self.latest_hash: dict[tuple, str] = {}         # (model, attack, source) -> config hash of its last line
         self.current: list[str] = []                     # this run's cells, in suite order
         self.new: list[Record] = []
         self.randomized: set[str] = set()               # models whose outputs change between calls
@@ -221,6 +222,21 @@ class Runner:
                             "seed": self.suite.seed, "smoothing": dataclasses.asdict(self.suite.models[m.name].smoothing)
                             if self.suite.models[m.name].smoothing else None})
 
+    def reuse(self, h: str) -> bool:
+        """Serve the cell of config hash `h` from the folder's records, if it is there. Reports read the LAST record
+        of each (model, attack, source), so when a later line holds another configuration of the same cell (the
+        suite was changed and changed back), the reused record is appended again to be the latest."""
+        rec = self.done.get(h)
+        if rec is None:
+            return False
+        latest = self.latest_hash.get(rec.cell)
+        if latest is not None and latest != h:
+            if dist.is_main():
+                append(self.out, rec)
+            self.latest_hash[rec.cell] = h
+        self.current.append(h)
+        return True
+
     def check_randomness(self, m: ReadyModel) -> None:
         """Once per evaluated model, before its cells: ask it twice (`randomized`); rank 0 decides for all ranks."""
         probe = self.x[:self.suite.output.batch_size]
@@ -246,6 +262,7 @@ class Runner:
         if dist.is_main():                  # under torchrun every rank holds the record, rank 0 writes it
             append(self.out, rec)
         self.done[fields["config_hash"]] = rec
+        self.latest_hash[rec.cell] = fields["config_hash"]
         self.current.append(fields["config_hash"])
         self.new.append(rec)
 
@@ -280,8 +297,7 @@ class Runner:
     def run_cell(self, m: ReadyModel, entry: AttackEntry) -> None:
         spec = entry.attack.describe()
         h = self.cell_hash(m, spec, [entry.attack])
-        if h in self.done:
-            self.current.append(h)
+        if self.reuse(h):
             return
         t0 = self._start_cell()
         result = self.evaluate(m, entry.attack)
@@ -337,8 +353,7 @@ class Runner:
         transfer = Transfer(source.name, crafting.describe())
         spec = transfer.describe()
         h = self.cell_hash(target, spec, [transfer, crafting], source.key)
-        if h in self.done:
-            self.current.append(h)
+        if self.reuse(h):
             return
         t0 = self._start_cell()
         rank, world = dist.rank(), dist.world()
@@ -394,6 +409,7 @@ def run_suite(path: str | Path, out: str | None = None, device: str | None = Non
 
         dist.on_main(lock)              # rank 0 holds the results lock
         runner.done = dist.on_main(lambda: finished_cells(folder, log) if runner.records_path.exists() else {})
+        runner.latest_hash = {r.cell: r.config_hash for r in sorted(runner.done.values(), key=lambda r: r.line or 0)}
         try:
             runner.load_test_set()
             probe = runner.x[:suite.output.batch_size]       # a model with non-finite outputs on it is refused
