@@ -121,7 +121,9 @@ class Zygote:
 
     def __init__(self, log: Path) -> None:
         self.log = log
+        # SIGINT at its default in the zygote (and so in its forked children), whatever the test process inherited
         self.p = subprocess.Popen([sys.executable, "-c", ZYGOTE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
                                   text=True, env=env())
         self._ready = False
 
