@@ -54,7 +54,7 @@ import numpy as np
 
 from ..attacks import Family, attack_class, family_of
 from ..errors import UserError
-from ..distances import budget_tag, budgets_of, is_min_norm, with_budget_cells
+from ..distances import budget_tag, budgets_of, is_min_norm, robust_at, with_budget_cells
 from ..record import Record, latest_per_cell, same_eps
 
 BEATS_WHITE_BOX = (Family.BLACK_BOX, Family.TRANSFER)     # families that must not beat a white-box attack
@@ -308,12 +308,13 @@ def distance_warnings(rec: Record, others: Iterable[Record], share: float = DISA
             fooled |= r.clean_correct() & ~r.robust()
             survived &= r.robust()
         tag = budget_tag(norm, eps)
-        weak_mn = int((fooled & (dist > eps)).sum())
+        beyond = robust_at(dist, eps)            # the one rule for "farther than ε" (the derived cells' too)
+        weak_mn = int((fooled & beyond).sum())
         if weak_mn > share * len(dist) + 1e-9:
             out.append(f"{tag} {weak_mn} point(s) fooled at {norm} ε={eps:g} (by {names}) have a minimal distance "
                        f"above ε under {rec.attack}: the minimum-norm attack is weak there and its curve is only an "
                        f"upper bound")
-        weak_fixed = int((survived & (dist <= eps)).sum())
+        weak_fixed = int((survived & ~beyond).sum())
         if weak_fixed > share * len(dist) + 1e-9:
             out.append(f"{tag} {weak_fixed} point(s) that {rec.attack} fools within {norm} ε={eps:g} survive every "
                        f"fixed-ε attack at that ε ({names}): the fixed-ε battery is weak (or masked) there")
