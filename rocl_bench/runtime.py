@@ -59,3 +59,9 @@ def forked_rng(device: torch.device, seed: int | None = None) -> Iterator[None]:
         if seed is not None:
             torch.manual_seed(seed)
         yield
+
+
+def full_precision(x: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Autocast off for a training attack: the official attacks of RoCL, ACL, AdvCL and DynACL run in fp32, and
+    bf16 gradients move the sign of many pixels' steps."""
+    return torch.autocast(device_type=x.device.type, enabled=False)

@@ -105,9 +105,9 @@ def encoders(tmp_path_factory):
 
 def test_rocl_rle_is_clearly_more_robust_than_simclr_le(encoders, tmp_path):
     le = quick_train(tmp_path / "le", method="linear", encoder=str(encoders / "simclr" / "checkpoint.pt"),
-                     epochs=10, milestones=[])
+                     epochs=10, milestones=[], batch_size=128)      # the pre-1024 default these numbers had
     rle = quick_train(tmp_path / "rle", method="robust-linear", encoder=str(encoders / "rocl" / "checkpoint.pt"),
-                      epochs=10, milestones=[])
+                      epochs=10, milestones=[], batch_size=128)
     le_clean, le_rob = pgd_accuracy(le, EPS)
     rle_clean, rle_rob = pgd_accuracy(rle, EPS)
     assert le_clean > 0.8 and rle_clean > 0.8
@@ -140,7 +140,7 @@ def test_reuse_projections_option_changes_the_step_but_trains(tmp_path):
 
 def test_smoothed_classifier_averages_views_and_repeats_with_a_seed(encoders, tmp_path):
     rle = quick_train(tmp_path / "rle", method="robust-linear", encoder=str(encoders / "rocl" / "checkpoint.pt"),
-                      epochs=2)
+                      epochs=2, batch_size=128)
     model = classifier_from_checkpoint(rle, "t")
     smooth = SmoothedClassifier(model, samples=4, spec=AugmentSpec.for_kind("digit"), seed=1)
     x, y = load_dataset("digits", False, limit=50).batch()
@@ -159,7 +159,7 @@ def test_cli_rocl_then_robust_linear(tmp_path):
     r = run("--method", "rocl", "--dataset", "digits", "--model", "mlp", "--epochs", "2", "--out", str(tmp_path / "r"))
     assert r.returncode == 0, r.stderr
     r = run("--method", "robust-linear", "--encoder", str(tmp_path / "r" / "checkpoint.pt"), "--epochs", "2",
-            "--out", str(tmp_path / "r-rle"))
+            "--batch-size", "128", "--out", str(tmp_path / "r-rle"))
     assert r.returncode == 0, r.stderr
     ck = torch.load(tmp_path / "r-rle" / "checkpoint.pt", weights_only=True)
     assert ck["method"] == "robust-linear" and ck["final_metrics"]["test_accuracy"] > 0.3

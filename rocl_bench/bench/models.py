@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from ..config import config_hash, inside
-from ..data import dataset_info
 from ..errors import UserError
 from ..models.loading import check_outputs, check_tensors, classifier_from_checkpoint, load_state
 from ..models.smoothing import SmoothedClassifier
@@ -51,7 +50,7 @@ def _factory(spec: str, where: str, suite_dir: Path | None = None) -> tuple[nn.M
 def _load_external(entry: ModelEntry, suite: Suite) -> tuple[nn.Module, str, str, str | None]:
     """(model, method, arch, SHA-256 of the factory's source file or None)."""
     where = f"{suite.path}: models.{entry.name}"
-    info = dataset_info(suite.data.dataset)
+    info = suite.data.info()
     if entry.factory:
         model, source = _factory(entry.factory, where, suite.path.resolve().parent)
         if entry.checkpoint:
@@ -111,7 +110,7 @@ def prepare_models(suite: Suite, out: Path, device: torch.device, names: list[st
         if probe is not None:
             check_outputs(rm.module.to(device), probe, f"{suite.path}: models.{name}")
         if entry.smoothing:
-            spec = smoothing_spec(entry, dataset_info(suite.data.dataset).augment)
+            spec = smoothing_spec(entry, suite.data.info().augment)
             rm.module = SmoothedClassifier(rm.module, entry.smoothing.samples, spec, seed=suite.seed)
         rm.module.to(device).eval()
         ready[name] = rm

@@ -17,7 +17,7 @@ from ..attacks.base import Skip
 from ..attacks.evaluate import EvalResult, MinNormResult, check_bounds, evaluate, evaluate_min_norm
 from ..attacks.transfer import Transfer
 from ..config import config_hash
-from ..data import dataset_info, load_dataset, stratified_subset
+from ..data import load_dataset, stratified_subset
 from ..errors import UserError, suggest
 from ..methods import METHODS
 from ..models.smoothing import SmoothedClassifier
@@ -63,7 +63,7 @@ def plan_lines(suite: Suite, names: list[str]) -> list[str]:
     evaluated = [n for n in names if is_classifier(suite, n)]
     cells = len(evaluated) * len(suite.attacks)
     pairs = selected_pairs(suite, names)
-    lines = [f"suite {suite.name}: dataset {dataset_info(suite.data.dataset).label or suite.data.dataset}, "
+    lines = [f"suite {suite.name}: dataset {suite.data.info().label or suite.data.dataset}, "
              f"train limit {suite.data.train_limit or 'all'}, test limit {suite.data.test_limit or 'all'}, "
              f"seed {suite.seed}",
              f"  models ({len(names)}): " + ", ".join(
@@ -187,7 +187,7 @@ class Runner:
 
     def load_test_set(self) -> None:
         d = self.suite.data
-        full = load_dataset(d.dataset, False, d.root, d.download)
+        full = load_dataset(d.dataset, False, d.root, d.download, classes=d.classes, image_size=d.image_size)
         idx = (stratified_subset(full.labels, d.test_limit, self.suite.seed)
                if d.test_limit and d.test_limit < len(full) else torch.arange(len(full)))
         self.x, self.y = full.batch(idx)
@@ -196,13 +196,14 @@ class Runner:
         self.chance = float(torch.bincount(self.y.cpu()).max()) / max(len(self.y), 1)
         self.indices_hash = config_hash(idx.tolist())
         index_file = self.out / "test_indices.json"
-        text = json.dumps({"dataset": d.dataset, "split": "test", "indices": idx.tolist()})
+        text = json.dumps({"dataset": d.dataset, **({"classes": d.classes} if d.classes else {}), "split": "test",
+                           "indices": idx.tolist()})
         if dist.is_main() and (not index_file.exists() or index_file.read_text() != text):
             atomic_write_bytes(index_file, lambda f: f.write(text.encode()))
 
     def base_record(self, m: ReadyModel, attack_id: str, spec: dict[str, Any], seen: bool,
                     source: str | None, cell_hash: str) -> dict[str, Any]:
-        info = dataset_info(self.suite.data.dataset)
+        info = self.suite.data.info()
         return {"suite": self.suite.name, "suite_hash": self.suite_hash, "model": m.name,
                 "model_index": list(self.suite.models).index(m.name), "label": m.label, "method": m.method,
                 "dataset": info.label or info.name, "arch": m.arch, "split": "test", "n": len(self.y),

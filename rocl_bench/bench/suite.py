@@ -11,9 +11,10 @@ from typing import Any, Literal, Mapping
 from ..attacks import Attack, build_attack
 from ..config import (check_seed, coerce, config_hash, exists, from_mapping, hidden_char, load_yaml, path_text,
                       require, safe_name, segment, shown, to_dict)
-from ..data import DATASETS, dataset_info
+from ..data import DATASETS, DatasetInfo, check_classes, dataset_info, view_info
 from ..data.augment import AugmentSpec
 from ..errors import UserError, suggest
+from ..methods import METHODS
 from ..models import MODELS
 from ..train.checkpoint import file_sha256
 from ..train.folder import identity_hash
@@ -30,6 +31,8 @@ class DataSection:
     download: bool = False
     train_limit: int | None = None
     test_limit: int | None = None
+    classes: list[int] | None = None      # a class subset, relabelled 0..k-1 in this order
+    image_size: int | None = None         # resize every image (pre-training data follows this size)
 
     def validate(self, where: str) -> None:
         _name(self.dataset, f"{where}.dataset")
@@ -37,6 +40,39 @@ class DataSection:
         for key in ("train_limit", "test_limit"):
             v = getattr(self, key)
             require(v is None or v > 0, f"{where}.{key}", f"must be a positive number of points, got {v}")
+        check_classes(self.classes, dataset_info(self.dataset).num_classes, self.dataset, f"{where}.classes")
+        require(self.image_size is None or 4 <= self.image_size <= 1024, f"{where}.image_size",
+                f"must be between 4 and 1024 pixels, got {self.image_size}")
+
+    def info(self) -> DatasetInfo:
+        """What the suite's models see: the dataset, its class subset and size."""
+        return view_info(dataset_info(self.dataset), self.classes, self.image_size)
+
+    def identity(self) -> dict[str, Any]:
+        """What of the data changes a number (not where it lives); fields at their neutral default are left
+        out, so suites written before they existed keep their hash."""
+        out = {k: v for k, v in to_dict(self).items() if k not in ("root", "download")}
+        return {k: v for k, v in out.items() if not (k in ("classes", "image_size") and v is None)}
+
+
+@dataclass(frozen=True)
+class PretrainData:
+    """Robust transfer learning: an encoder pre-trained on other data than the suite evaluates. Root defaults to
+    the suite's; images are resized to the suite's resolution (one resolution per suite, so ε means one thing)."""
+
+    dataset: str = "digits"
+    classes: list[int] | None = None
+    train_limit: int | None = None
+    test_limit: int | None = None
+    root: str | None = None
+
+    def validate(self, where: str) -> None:
+        _name(self.dataset, f"{where}.dataset")
+        DATASETS.get(self.dataset, f"{where}.dataset")
+        for key in ("train_limit", "test_limit"):
+            v = getattr(self, key)
+            require(v is None or v > 0, f"{where}.{key}", f"must be a positive number of points, got {v}")
+        check_classes(self.classes, dataset_info(self.dataset).num_classes, self.dataset, f"{where}.classes")
 
 
 @dataclass(frozen=True)
@@ -76,6 +112,7 @@ class ModelEntry:
     factory: str | None = None
     arch: str | None = None
     smoothing: Smoothing | None = None
+    written_arch: str | None = None       # the model the suite wrote for it (a protocol must match its encoder's)
 
 
 @dataclass(frozen=True)
@@ -106,7 +143,7 @@ class Suite:
         (device, data root, output folder) nor labels."""
         models = {n: self.model_identity(n) for n in self.models}
         return config_hash({"name": self.name, "seed": self.seed, "models": models,
-                            "data": {k: v for k, v in to_dict(self.data).items() if k not in ("root", "download")},
+                            "data": self.data.identity(),
                             "attacks": {k: {**a.attack.describe(), "seen": a.seen} for k, a in self.attacks.items()},
                             "transfer": to_dict(self.transfer), "batch_size": self.output.batch_size})
 
@@ -181,9 +218,12 @@ def _model_entry(name: str, raw: Any, suite_dir: Path, data: DataSection, seed: 
         if path:
             _check_checkpoint(path, arch, None if factory else data, f"{where}.checkpoint")
         return ModelEntry(name, label, checkpoint=path, factory=factory, arch=arch, smoothing=smoothing)
-    for key in ("dataset", "data_root", "download", "train_limit", "test_limit", "device"):
+    for key in ("dataset", "data_root", "download", "train_limit", "test_limit", "device", "classes", "image_size"):
         if key in raw:
-            raise UserError(f"{where}.{key}: set in the suite's 'data'/'device' section, not per model")
+            raise UserError(f"{where}.{key}: set in the suite's 'data'/'device' section, not per model (an encoder "
+                            "pre-trained on other data takes pretrain_data: {dataset: ..., classes: [...]})")
+    data_fields = _data_fields(raw.pop("pretrain_data", None), raw.get("method", "standard"), data, suite_dir, where)
+    written_arch = raw.get("model") if isinstance(raw.get("model"), str) else None
     encoder_ref = None
     enc = raw.get("encoder")
     if isinstance(enc, str) and enc in names:
@@ -197,14 +237,38 @@ def _model_entry(name: str, raw: Any, suite_dir: Path, data: DataSection, seed: 
         if not exists(Path(path)):
             raise UserError(f"{where}.encoder: {shown(enc)} is neither a model of this suite{suggest(enc, names)} "
                             f"nor an existing checkpoint file; models: {', '.join(names)}")
-        _check_checkpoint(path, None, None, f"{where}.encoder", encoder_for=data)
+        starts = not (isinstance(raw.get("method"), str) and raw["method"] in METHODS
+                      and METHODS.get(raw["method"]).encoder_role == "teacher")
+        _check_checkpoint(path, None, None, f"{where}.encoder", encoder_for=data,
+                          protocol_arch=written_arch if starts else None)
         raw["encoder"] = path
-    fields = {"seed": seed, **raw, "dataset": data.dataset, "data_root": data.root, "download": data.download,
-              "train_limit": data.train_limit, "test_limit": data.test_limit, "device": device}
+    fields = {"seed": seed, **raw, **data_fields, "device": device}
     cfg = make_train_config(fields, where, suite_dir)
     if encoder_ref:
         cfg = dataclasses.replace(cfg, encoder=f"<model {encoder_ref}>")
-    return ModelEntry(name, label, train=cfg, encoder_ref=encoder_ref, smoothing=smoothing)
+    return ModelEntry(name, label, train=cfg, encoder_ref=encoder_ref, smoothing=smoothing, written_arch=written_arch)
+
+
+def _data_fields(pretrain: Any, method: Any, data: DataSection, suite_dir: Path, where: str) -> dict[str, Any]:
+    """The training run's data: the suite's, or (pretrain_data) an encoder's own dataset and class subset at the
+    suite's resolution, so a protocol on that encoder trains and is attacked on the suite's data."""
+    same = {"dataset": data.dataset, "data_root": data.root, "download": data.download, "classes": data.classes,
+            "image_size": data.image_size, "train_limit": data.train_limit, "test_limit": data.test_limit}
+    if pretrain is None:
+        return same
+    w = f"{where}.pretrain_data"
+    pre = from_mapping(PretrainData, pretrain, w)
+    if isinstance(method, str) and method in METHODS and METHODS.get(method).yields != "encoder":
+        raise UserError(f"{w}: method '{method}' yields a classifier, evaluated on the suite's data; pre-train an "
+                        "encoder (e.g. method: rocl) on other data and put a protocol (slf, alf, aff) on it")
+    src, target = dataset_info(pre.dataset), data.info()
+    if "imagefolder" not in (pre.dataset, data.dataset) and src.channels != target.channels:
+        raise UserError(f"{w}.dataset: '{pre.dataset}' has {src.channels} channel(s), the suite's data "
+                        f"'{data.dataset}' {target.channels}; pre-train on data with as many channels")
+    size = target.image_size if data.dataset != "imagefolder" and src.image_size != target.image_size else None
+    root = _suite_path(pre.root, suite_dir, f"{w}.root") if pre.root else data.root
+    return {"dataset": pre.dataset, "data_root": root, "download": data.download, "classes": pre.classes,
+            "image_size": size, "train_limit": pre.train_limit, "test_limit": pre.test_limit}
 
 
 def _name(value: Any, where: str) -> None:
@@ -225,7 +289,7 @@ def _suite_path(text: str, suite_dir: Path, where: str) -> str:
 
 
 def _check_checkpoint(path: str, arch: str | None, data: DataSection | None, where: str,
-                      encoder_for: DataSection | None = None) -> None:
+                      encoder_for: DataSection | None = None, protocol_arch: str | None = None) -> None:
     """Load a checkpoint named by the suite now, so a missing, truncated, unsafe or mismatched file is refused
     before anything is trained or written (weights_only loading; see train.checkpoint)."""
     import torch
@@ -235,15 +299,19 @@ def _check_checkpoint(path: str, arch: str | None, data: DataSection | None, whe
 
     ck = load_checkpoint(path, where)
     spec = ck.get("model_spec")
+    if protocol_arch and isinstance(spec, Mapping) and spec.get("arch") != protocol_arch:
+        raise UserError(f"{where}: {path} is a '{spec.get('arch')}' encoder and the protocol names model "
+                        f"'{protocol_arch}'; drop model (a protocol takes its encoder's architecture) or use a "
+                        f"'{protocol_arch}' encoder")
     if encoder_for is not None and isinstance(spec, Mapping):
-        info = dataset_info(encoder_for.dataset)
+        info = encoder_for.info()
         shape = (spec.get("in_channels"), spec.get("image_size"))
         if encoder_for.dataset != "imagefolder" and shape != (info.channels, info.image_size):
             raise UserError(f"{where}: {path} was made for {shape[0]}×{shape[1]}² inputs, dataset "
                             f"'{info.name}' has {info.channels}×{info.image_size}²; use an encoder of this dataset")
     if data is None:
         return
-    info = dataset_info(data.dataset)
+    info = data.info()
     try:
         model = classifier_from_checkpoint(ck, path, arch, info)
         if data.dataset != "imagefolder":            # a mid-grey image: the run probes real test inputs too
@@ -322,7 +390,7 @@ def _check_budgets(attacks: dict[str, AttackEntry], data: DataSection, where: st
 
     if data.dataset == "imagefolder":            # image size known only once the folder is read
         return
-    info = dataset_info(data.dataset)
+    info = data.info()
     probe = torch.zeros(1, info.channels, info.image_size, info.image_size)
     for aid, entry in attacks.items():
         try:
@@ -365,7 +433,13 @@ def load_suite(path: str | Path, data_root: str | None = None) -> Suite:
               for n, m in models_raw.items()}
     _check_encoder_order(models, where)
     for n, m in models.items():      # a protocol on a suite encoder has the encoder's architecture
-        if m.encoder_ref and m.train and models[m.encoder_ref].train:
+        if m.encoder_ref and m.train and models[m.encoder_ref].train and \
+                METHODS.get(m.train.method).encoder_role == "start":
+            enc_arch = models[m.encoder_ref].train.model
+            if m.written_arch and m.written_arch != enc_arch:
+                raise UserError(f"{where}: models.{segment(n)}.model: '{m.written_arch}' differs from its encoder "
+                                f"{shown(m.encoder_ref)}'s architecture '{enc_arch}'; drop model (a protocol takes "
+                                "its encoder's) or pre-train the encoder as this model")
             models[n] = dataclasses.replace(m, train=dataclasses.replace(m.train,
                                                                          model=models[m.encoder_ref].train.model))
     attacks_raw = raw.get("attacks")

@@ -27,6 +27,7 @@ class AugmentSpec:
     jitter_p: float = 0.8
     gray_p: float = 0.2
     rotate_deg: float = 0.0
+    order: str = "batched"      # "batched": crop (+ flip) then colour; "official": colour, grayscale, then flip, crop
 
     @classmethod
     def for_kind(cls, kind: str) -> "AugmentSpec":
@@ -112,8 +113,13 @@ def _colour(x: torch.Tensor, spec: AugmentSpec, g: torch.Generator) -> torch.Ten
 
 
 def augment(x: torch.Tensor, spec: AugmentSpec, g: torch.Generator) -> torch.Tensor:
-    """One random view of each image in the batch; values stay in [0, 1]."""
+    """One random view of each image in the batch; values stay in [0, 1]. The order matters on colour images only
+    (interpolation does not commute with the clamped, non-linear colour operations)."""
+    colour = x.shape[1] == 3 and (spec.jitter_p > 0 or spec.gray_p > 0)
+    if spec.order == "official":
+        y = _colour(x, spec, g) if colour else x
+        return _geometry(y, spec, g).clamp(0, 1)
     y = _geometry(x, spec, g)
-    if x.shape[1] == 3 and (spec.jitter_p > 0 or spec.gray_p > 0):
+    if colour:
         y = _colour(y, spec, g)
     return y.clamp(0, 1)

@@ -70,13 +70,66 @@ def resolve_data_root(root: str | os.PathLike | None) -> Path:
 
 
 def load_dataset(name: str, train: bool, root: str | os.PathLike | None = None, download: bool = False,
-                 limit: int | None = None, seed: int = 0) -> ImageSet:
-    """Load split `train` of dataset `name`, optionally a seeded class-stratified subset of `limit` points."""
+                 limit: int | None = None, seed: int = 0, classes: list[int] | None = None,
+                 image_size: int | None = None) -> ImageSet:
+    """Load split `train` of dataset `name`: only `classes` (relabelled 0..k-1 in the order given), then a seeded
+    class-stratified subset of `limit` points, then resized to `image_size` (robust transfer learning)."""
     _, loader = DATASETS.get(name, "dataset")
     data = loader(resolve_data_root(root), train, download)
+    if classes is not None:
+        data = select_classes(data, classes, name)
     if limit is not None and limit < len(data):
         data = data.subset(stratified_subset(data.labels, limit, seed))
+    if image_size is not None and image_size != data.images.shape[-1]:
+        data = resized(data, image_size)
     return data
+
+
+def check_classes(classes: list[int] | None, num_classes: int, name: str, where: str) -> None:
+    """A class subset names at least two distinct classes of the dataset (0-based label indices)."""
+    if classes is None:
+        return
+    if len(classes) < 2 or len(set(classes)) != len(classes):
+        raise UserError(f"{where}: expected at least two distinct class indices, got {list(classes)}")
+    bad = [c for c in classes if c < 0 or (num_classes and c >= num_classes)]
+    if bad:
+        raise UserError(f"{where}: class {bad[0]} is not a class of '{name}' (its classes are 0-{num_classes - 1}); "
+                        "list label indices of the dataset")
+
+
+def select_classes(data: ImageSet, classes: list[int], name: str) -> ImageSet:
+    """The points of `classes` only, relabelled by their position in the list (so heads have k outputs)."""
+    present = int(data.labels.max()) + 1 if len(data) else 0
+    check_classes(classes, present, name, f"{name}: classes")
+    relabel = torch.full((max(present, max(classes) + 1),), -1, dtype=torch.int64)
+    relabel[torch.as_tensor(classes)] = torch.arange(len(classes))
+    keep = torch.nonzero(relabel[data.labels] >= 0).flatten()
+    return ImageSet(data.images[keep], relabel[data.labels[keep]], data.scale)
+
+
+def resized(data: ImageSet, size: int) -> ImageSet:
+    """Images resized to size × size (bilinear, antialiased), stored as floats in [0, 1]."""
+    import torch.nn.functional as F
+
+    x, y = data.batch()
+    x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1)
+    return ImageSet(x.contiguous(), y, scale=1.0)
+
+
+def view_info(info: DatasetInfo, classes: list[int] | None = None, image_size: int | None = None) -> DatasetInfo:
+    """What models see of a class subset / resized view of a dataset: k classes, the new size, and a label that
+    says so in records (cifar10-jpeg[5,6,7,8,9] is not cifar10-jpeg)."""
+    if classes is None and (image_size is None or image_size == info.image_size):
+        return info
+    import dataclasses
+
+    label = info.label or info.name
+    if classes is not None:
+        label += "[" + ",".join(str(c) for c in classes) + "]"
+    if image_size is not None and image_size != info.image_size:
+        label += f"@{image_size}px"
+    return dataclasses.replace(info, num_classes=len(classes) if classes is not None else info.num_classes,
+                               image_size=image_size or info.image_size, label=label)
 
 
 def stratified_subset(labels: torch.Tensor, limit: int, seed: int) -> torch.Tensor:

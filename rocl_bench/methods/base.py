@@ -10,8 +10,14 @@ parameter is read by name. A method declares
   the protocols on top, never evaluated itself);
 - what it carries: `modules` (extra modules, e.g. a frozen teacher or a second BatchNorm branch) and
   `state()` / `load_state()` (plain data across epochs), both saved in every checkpoint and restored on resume;
-- when it acts: `setup(model)` once the model is built, `on_epoch_start(epoch)` before each epoch's batches,
-  `set_train_mode(net)` before each step, and `loss(net, x, y, g)` for each batch.
+- when it acts: `setup(model)` once the model is built, `prepare(model, data)` once before a fresh run's first
+  epoch (with the training set: label-free methods that cluster it), `on_epoch_start(epoch)` before each
+  epoch's batches (`lr_scale(epoch)` scales the schedule's rate in it), `set_train_mode(net)` before each
+  step, `loss(net, x, y, g)` for each batch, and `finish(model)` before the final checkpoint (what the run
+  yields, e.g. DynACL's momentum encoder);
+- what the encoder is for (`encoder_role`): "start" (the model starts from it, as protocols do) or "teacher"
+  (the model starts fresh and a frozen copy of the encoder is handed over as `self.teacher`, e.g. AdvCL's
+  clustering encoder). `self.epochs` holds the run's length for schedules inside a method.
 """
 from __future__ import annotations
 
@@ -64,11 +70,17 @@ class Method:
     yields: ClassVar[Literal["classifier", "encoder"]] = "classifier"
     trains: ClassVar[tuple[Part, ...]] = ("encoder", "head")
     sync_batchnorm: ClassVar[bool] = False              # under torchrun on CUDA: global-batch statistics
+    encoder_role: ClassVar[Literal["start", "teacher"]] = "start"   # what --encoder is to this method
+    # parameter -> what it meant before it existed or its default changed (a value, or a function of the
+    # resolved params); the model key reads params relative to it (train/folder.py keyed_params)
+    keyed_before: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, params: Any, info: DatasetInfo) -> None:
         self.params = params
         self.info = info
         self.modules = nn.ModuleDict()                  # extra modules: checkpointed, moved, wrapped with the model
+        self.epochs = 1                                 # the run's length (set by the builder before setup)
+        self.teacher: nn.Module | None = None           # encoder_role "teacher": the frozen encoder (before setup)
 
     # ---------------------------------------------------------------- what it needs and makes
     def projector(self) -> tuple[int, int] | None:
@@ -78,6 +90,14 @@ class Method:
     def setup(self, model: nn.Module) -> None:
         """Once, after the model is built (and its encoder transplanted), before it moves to the device and is
         wrapped for torchrun: build extra modules into self.modules here (e.g. a frozen copy of the encoder)."""
+
+    def prepare(self, model: nn.Module, data: Any) -> None:
+        """Once before a fresh run's first epoch, on the model's device, with the training set (an ImageSet):
+        precompute what the loss needs from the whole set (e.g. k-means centroids of pseudo labels). Store the
+        result in state(), so a resumed run does not recompute it."""
+
+    def finish(self, model: nn.Module) -> None:
+        """After the last epoch, before the final checkpoint: put into `model` what the run yields."""
 
     def state(self) -> dict[str, Any]:
         """Plain data (numbers, strings, lists, tensors) that must survive a resume, saved after every epoch."""
@@ -89,6 +109,11 @@ class Method:
     # ---------------------------------------------------------------- hooks of the loop
     def on_epoch_start(self, epoch: int) -> None:
         """Before epoch `epoch` (0-based) runs its batches, resumed epochs included."""
+
+    def lr_scale(self, epoch: int) -> float:
+        """A factor on the schedule's learning rate in epoch `epoch` (a method with phases, e.g. DynACL++'s
+        linear probe at a tenth of its fine-tuning rate)."""
+        return 1.0
 
     def set_train_mode(self, net: Net) -> None:
         """Before each step: the modes the loss expects (BatchNorm statistics update in train mode)."""
@@ -134,7 +159,7 @@ METHODS: Registry[type[Method]] = Registry("method")
 def register_method(cls: type[Method]) -> type[Method]:
     """Class decorator: the method is known by `cls.name` (what --method and suites' `method:` name)."""
     bad = [p for p in cls.trains if p not in PARTS]
-    if bad or cls.yields not in ("classifier", "encoder"):
+    if bad or cls.yields not in ("classifier", "encoder") or cls.encoder_role not in ("start", "teacher"):
         raise TypeError(f"method {cls.name!r}: trains must name parts of {PARTS} and yields be 'classifier' or "
                         f"'encoder' (got trains={cls.trains}, yields={cls.yields!r})")
     METHODS.register(cls.name)(cls)

@@ -1,7 +1,8 @@
 """SimCLR (two views) and RoCL (two views + the instance-wise adversarial view), one loss each."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from contextlib import nullcontext
 from typing import Literal
 
 import torch
@@ -30,6 +31,9 @@ class SimCLRParams:
     projector_hidden: int = 2048
     projector_out: int = 128
     false_negatives: FalseNegatives = field(default_factory=FalseNegatives)
+    # "batched": crop (+ flip) first, then colour; "official": colour, grayscale, then flip and crop, as the
+    # official torchvision pipeline (the same on 1-channel images, which get no colour operations)
+    augment_order: Literal["batched", "official"] = "batched"
 
     def validate(self, where: str) -> None:
         require(self.temperature > 0, f"{where}.temperature", f"must be > 0, got {self.temperature}")
@@ -50,7 +54,7 @@ class SimCLR(Method):
 
     def __init__(self, params: SimCLRParams, info) -> None:
         super().__init__(params, info)
-        self.augment = AugmentSpec.for_kind(info.augment)
+        self.augment = replace(AugmentSpec.for_kind(info.augment), order=params.augment_order)
 
     def projector(self) -> tuple[int, int]:
         return self.params.projector_hidden, self.params.projector_out
@@ -58,14 +62,17 @@ class SimCLR(Method):
     def views(self, x: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         return augment(x, self.augment, g), augment(x, self.augment, g)
 
-    def contrast(self, z: torch.Tensor, views: int, y: torch.Tensor) -> torch.Tensor:
+    def contrast(self, z: torch.Tensor, views: int, y: torch.Tensor, temperature: float | None = None,
+                 gather: bool = True) -> torch.Tensor:
         """NT-Xent of the global batch: under torchrun, every rank's projections (gradients flow back to each
         rank's own) and labels (for oracle false-negative removal) are gathered view by view, so N processes
-        with n instances each compute the loss of one process with N·n; single-process, z is the batch."""
-        if dist.active():
+        with n instances each compute the loss of one process with N·n; single-process, z is the batch.
+        `gather=False` keeps the rank's own batch; `temperature` defaults to the params' τ."""
+        if gather and dist.active():
             z, y = dist.gather_views(z, views), dist.gather(y)
         keep = keep_mask(self.params.false_negatives, z, y, views)
-        return nt_xent(z, views, self.params.temperature, self.params.detach_keys, keep)
+        tau = self.params.temperature if temperature is None else temperature
+        return nt_xent(z, views, tau, self.params.detach_keys, keep)
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> StepOutput:
         t1, t2 = self.views(x, g)
@@ -83,9 +90,17 @@ class RoCLParams(SimCLRParams):
     regularize_to: Literal["other", "original"] = "other"
     reuse_projections: bool = False      # regulariser from the 3-view pass (BN sees 3N, not 2N): faster
     attack_false_negatives: bool = False  # apply false-negative removal inside the attack loss too
+    attack_temperature: float = 0.5      # the official code hard-codes τ = 0.5 in the attack and the regulariser;
+    regularizer_temperature: float = 0.5  # `temperature` is the main loss's
+    # "local": the regulariser's NT-Xent over the rank's own batch under torchrun (official: multi_gpu=False);
+    # "global": over the gathered batch, as the main loss
+    regularizer_batch: Literal["local", "global"] = "local"
+    attack_amp: bool = False             # the attack under the loop's bf16 autocast (CUDA); official: fp32
 
     def validate(self, where: str) -> None:
         super().validate(where)
+        require(self.attack_temperature > 0 and self.regularizer_temperature > 0, f"{where}.attack_temperature",
+                "temperatures must be > 0")
         require(self.eps is None or 0 < self.eps <= 1, f"{where}.eps", f"must be in (0, 1], got {self.eps}")
         require(self.step_size is None or self.step_size > 0, f"{where}.step_size", "must be positive")
         require(1 <= self.steps <= 10_000, f"{where}.steps", f"must be between 1 and 10000, got {self.steps}")
@@ -98,6 +113,8 @@ class RoCL(SimCLR):
 
     name = "rocl"
     Params = RoCLParams
+    keyed_before = {"attack_temperature": lambda p: p.temperature,       # both followed τ before
+                    "regularizer_temperature": lambda p: p.temperature}
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> StepOutput:
         p = self.params
@@ -109,9 +126,10 @@ class RoCL(SimCLR):
         if p.attack_false_negatives and p.false_negatives.mode != "none":
             with torch.no_grad(), eval_mode(model):
                 attack_keep = keep_mask(p.false_negatives, model.project(torch.cat([t1, target])), y, 2)
-        x_adv = instance_attack(model, t1, target, eps=eps, step=step, steps=p.steps, rand_init=p.random_start,
-                                generator=g, temperature=p.temperature, detach_keys=p.detach_keys,
-                                keep=attack_keep)
+        with torch.autocast(device_type=t1.device.type, enabled=False) if not p.attack_amp else nullcontext():
+            x_adv = instance_attack(model, t1.float(), target.float(), eps=eps, step=step, steps=p.steps,
+                                    rand_init=p.random_start, generator=g, temperature=p.attack_temperature,
+                                    detach_keys=p.detach_keys, keep=attack_keep)
         n = len(x)
         z = model.project(torch.cat([t1, t2, x_adv]))
         main = self.contrast(z, 3, y)
@@ -119,5 +137,5 @@ class RoCL(SimCLR):
             z_reg = torch.cat([z[2 * n:], z[n:2 * n] if p.regularize_to == "other" else z[:n]])
         else:
             z_reg = model.project(torch.cat([x_adv, t2 if p.regularize_to == "other" else t1]))
-        reg = self.contrast(z_reg, 2, y)
+        reg = self.contrast(z_reg, 2, y, p.regularizer_temperature, gather=p.regularizer_batch == "global")
         return StepOutput(main + p.regularizer_weight * reg, extras={"reg": float(reg.detach())})

@@ -7,6 +7,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..errors import UserError
 from ..registry import Registry
 
 
@@ -36,6 +37,7 @@ class ModelSpec:
 
 Encoder = Callable[[int, int], tuple[nn.Module, int]]   # (in_channels, image_size) -> (encoder, feature_dim)
 MODELS: Registry[Encoder] = Registry("model")
+RAW_INPUT: set[str] = set()     # archs fed the [0, 1] image unnormalised (their official code has no Normalize)
 
 
 class Normalize(nn.Module):
@@ -56,7 +58,7 @@ class Classifier(nn.Module):
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
         self.spec = spec
-        self.normalize = Normalize(spec.mean, spec.std)
+        self.normalize = nn.Identity() if spec.arch in RAW_INPUT else Normalize(spec.mean, spec.std)
         self.encoder, self.feature_dim = MODELS.get(spec.arch, "model")(spec.in_channels, spec.image_size)
         self.head = nn.Linear(self.feature_dim, spec.num_classes)
         self.projector = None
@@ -111,6 +113,59 @@ def _cifar_resnet(builder: Callable[..., nn.Module], dim: int) -> Encoder:
         net.fc = nn.Identity()
         return net, dim
     return make
+
+
+class _OfficialBlock(nn.Module):
+    """kuangliu's BasicBlock (the official RoCL models/resnet.py): conv-BN-ReLU, conv-BN, + shortcut, ReLU."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class OfficialResNet18(nn.Module):
+    """The official RoCL ResNet18 (kuangliu layout, contrastive_learning=True): 3×3 stem conv + BN + ReLU, no
+    max-pool, BasicBlocks [2, 2, 2, 2], avg_pool2d(4), flattened; PyTorch's default initialisation, the same
+    parameter names (an official state_dict loads after its 'module.' prefix is dropped), no normalisation."""
+
+    def __init__(self, in_channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        cin, layers = 64, []
+        for planes, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            layers.append(nn.Sequential(_OfficialBlock(cin, planes, stride), _OfficialBlock(planes, planes, 1)))
+            cin = planes
+        self.layer1, self.layer2, self.layer3, self.layer4 = layers
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
+        return torch.flatten(nn.functional.avg_pool2d(out, 4), 1)
+
+
+@MODELS.register("resnet18-official")
+def _resnet18_official(in_channels: int, image_size: int) -> tuple[nn.Module, int]:
+    side = image_size
+    for _ in range(3):                      # layer2..4 halve the side (3×3, stride 2, padding 1)
+        side = (side + 1) // 2
+    if side < 4:
+        raise UserError(f"resnet18-official: images of {image_size} px leave {side} px before its 4×4 average "
+                         "pool; it needs at least 25 px (CIFAR: 32)")
+    return OfficialResNet18(in_channels), 512 * (side // 4) ** 2
+
+
+RAW_INPUT.add("resnet18-official")
 
 
 def _register_resnets() -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ..data import ImageSet, dataset_info
+from ..data import ImageSet
 from ..errors import UserError
 from ..methods import METHODS, Method
 from ..models import Classifier, ModelSpec, build_model
@@ -21,17 +21,35 @@ def build(cfg: TrainConfig, train_set: ImageSet) -> tuple[Classifier, Method, Tr
 
     The method is made first (it draws nothing) so its projector() sizes the model; the model's random
     initialisation comes from cfg.seed alone, then setup() builds the method's extra modules on it."""
-    info = dataset_info(cfg.dataset)
+    info = cfg.data_info()
     method = METHODS.get(cfg.method, "method")(cfg.method_params("config"), info)
     num_classes = info.num_classes or int(train_set.labels.max()) + 1
     torch.manual_seed(cfg.seed)
-    if cfg.encoder:
+    method.epochs = cfg.epochs
+    if cfg.encoder and method.encoder_role == "start":
         model, cfg = transplant_encoder(cfg, method, info, num_classes)
     else:
         c, s = train_set.images.shape[1], train_set.images.shape[-1]
         model = build_model(spec_for(cfg.model, info, num_classes, method.projector(), c, s))
+    if cfg.encoder and method.encoder_role == "teacher":
+        method.teacher = frozen_teacher(cfg.encoder, info)
     method.setup(model)
     return model, method, cfg
+
+
+def frozen_teacher(path: str, info: Any) -> Classifier:
+    """The encoder checkpoint as a frozen classifier in eval mode (a teacher: its features, never trained)."""
+    from ..models.loading import classifier_from_checkpoint
+
+    enc = load_checkpoint(path, "encoder")
+    src = spec_from(enc["model_spec"], f"encoder {path}") if "model_spec" in enc else None
+    if src is not None and (src.in_channels, src.image_size) != (info.channels, info.image_size):
+        raise UserError(f"encoder {path}: made for {src.in_channels}×{src.image_size}² inputs, dataset "
+                        f"'{info.name}' has {info.channels}×{info.image_size}²; use an encoder of this dataset")
+    teacher = classifier_from_checkpoint(enc, path, None, None)   # its head is never used: any classes
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher.eval()
 
 
 def transplant_encoder(cfg: TrainConfig, method: Method, info: Any,

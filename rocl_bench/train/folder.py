@@ -10,8 +10,9 @@ from typing import Any, Iterator
 from ..config import config_hash, to_dict
 from ..errors import UserError
 from ..locking import FolderLock
+from ..methods import METHODS
 from .checkpoint import atomic_write_bytes, load_checkpoint, remove_if_empty
-from .spec import TrainConfig
+from .spec import LATER_FIELDS, TrainConfig
 
 CHECKPOINT, LAST, METRICS, TIMING = "checkpoint.pt", "last.pt", "metrics.jsonl", "timing.json"
 PLACE_FIELDS = ("device", "data_root", "download")   # where a run happens, not what it computes
@@ -22,9 +23,33 @@ def identity_hash(cfg: TrainConfig, encoder_id: str | None = None) -> str:
     encoder counts by `encoder_id` (its content hash, or a suite model's key), not by how its path is spelled:
     a moved results folder or an absolute --out still resumes its runs."""
     fields = {k: v for k, v in to_dict(cfg).items() if k not in PLACE_FIELDS}
+    for name, default in LATER_FIELDS.items():      # at their default they compute what runs before them did
+        if fields.get(name) == default:
+            fields.pop(name, None)
+    fields["params"] = keyed_params(cfg)
     if cfg.encoder:
         fields["encoder"] = encoder_id or cfg.encoder
     return config_hash(fields)
+
+
+def keyed_params(cfg: TrainConfig) -> dict[str, Any]:
+    """The method's parameters as the key reads them: the written ones, relative to `Method.keyed_before` (what a
+    parameter meant before it existed or its default changed). A parameter written at its old meaning is left
+    out and one left unwritten whose default now means something else is put in, so a suite that pins the old
+    value keeps its key and one that does not gets a new key, never a stale result."""
+    params = dict(cfg.params)
+    before = METHODS.get(cfg.method).keyed_before
+    if not before:
+        return params
+    resolved = cfg.method_params("config")
+    for key, old in before.items():
+        old, now = (old(resolved) if callable(old) else old), getattr(resolved, key)
+        if key in params:
+            if now == old:
+                del params[key]
+        elif now != old:
+            params[key] = to_dict(now)
+    return params
 
 
 def prepare_out(out: Path, resume: bool, ident: str) -> dict[str, Any] | None:

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from .. import distributed as dist
 from ..config import exists, to_dict
-from ..data import ImageSet, dataset_info, epoch_batches, load_dataset
+from ..data import ImageSet, epoch_batches, load_dataset
 from ..errors import DivergedError, UserError
 from ..methods import Method
 from ..methods.base import Net
@@ -75,9 +75,10 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
     if cfg.batch_size % world:
         raise UserError(f"batch_size {cfg.batch_size} is the global batch and must divide evenly over the "
                         f"{world} processes; use a multiple of {world}")
-    info = dataset_info(cfg.dataset)
-    train_set = load_dataset(cfg.dataset, True, cfg.data_root, cfg.download, cfg.train_limit, cfg.seed)
-    test_set = load_dataset(cfg.dataset, False, cfg.data_root, cfg.download, cfg.test_limit, cfg.seed)
+    info = cfg.data_info()
+    view = dict(classes=cfg.classes, image_size=cfg.image_size)
+    train_set = load_dataset(cfg.dataset, True, cfg.data_root, cfg.download, cfg.train_limit, cfg.seed, **view)
+    test_set = load_dataset(cfg.dataset, False, cfg.data_root, cfg.download, cfg.test_limit, cfg.seed, **view)
     if len(train_set) < world:
         raise UserError(f"{len(train_set)} training points cannot be shared by {world} processes")
     model, method, cfg = build(cfg, train_set)
@@ -115,6 +116,8 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
             if rank == 0:
                 write_metrics(out, history)
             log(f"resuming {out} after epoch {start}")
+        if not state:
+            method.prepare(model, train_set)
         net: Net = model
         if world > 1:                           # after the resume: DDP starts every rank from rank 0's weights
             model, net = distribute(model, method, device)
@@ -136,6 +139,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
             acc = f"{metrics['train_accuracy']:.4f}" if metrics["train_accuracy"] is not None else "n/a"
             log(f"epoch {epoch + 1}/{cfg.epochs}  loss {metrics['loss']:.4f}  train acc {acc}  "
                 f"{time.perf_counter() - t0:.1f}s")
+        method.finish(model)
         final = {}
         if method.yields == "classifier":
             final = dist.on_main(lambda: {"test_accuracy": clean_accuracy(model, test_set, device)})
@@ -157,6 +161,15 @@ def _method_state(method: Method) -> dict[str, Any]:
         return {}
     saved["modules"] = {k: v.detach().cpu() for k, v in saved["modules"].items()}
     return {"method_state": saved}
+
+
+def schedule_time(cfg: TrainConfig, epoch: int, frac: float) -> float:
+    """The (fractional) epoch the schedule is read at. 'epoch' follows the official RoCL scheduler, stepped once
+    before each epoch: its warm-up runs one epoch ahead (epoch 0 at the rate after one warm-up step) and its
+    cosine restarts its count at the warm-up's end, so the peak holds for two epochs."""
+    if cfg.lr_update == "step":
+        return epoch + frac
+    return float(epoch + 1 if epoch < cfg.warmup_epochs else epoch)
 
 
 @dataclass
@@ -193,7 +206,8 @@ class _Epochs:
                    disable=not self.progress, leave=False, desc=f"epoch {epoch + 1}/{cfg.epochs}", file=sys.stderr,
                    dynamic_ncols=True)
         for step, idx in enumerate(bar):
-            lr = learning_rate(cfg.lr, epoch + step / steps_per_epoch, **self.sched)
+            lr = learning_rate(cfg.lr, schedule_time(cfg, epoch, step / steps_per_epoch),
+                               **self.sched) * method.lr_scale(epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             x, y = self.data.batch(idx)

@@ -1,15 +1,21 @@
 """The training configuration: one dataclass for the CLI and YAML, method defaults merged in first."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
 from ..config import check_seed, from_mapping, require
-from ..data import DATASETS
+from ..data import DATASETS, check_classes, dataset_info, view_info
 from ..errors import UserError
 from ..methods import METHODS
 from ..models import MODELS
+
+
+# Fields added after runs were keyed: at these values a run computes what it did before the field existed, so
+# its key leaves them out (committed results and baselines keep their keys).
+LATER_FIELDS: dict[str, Any] = {"classes": None, "image_size": None, "lr_update": "step"}
 
 
 @dataclass(frozen=True)
@@ -28,6 +34,9 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     warmup_multiplier: float = 1.0
     schedule_epochs: int | None = None
+    # "step": the rate follows the schedule at every step; "epoch": set once at each epoch's start, as the
+    # official RoCL scheduler (GradualWarmupScheduler + cosine, stepped before each epoch) sets it
+    lr_update: Literal["step", "epoch"] = "step"
     milestones: list[int] = field(default_factory=list)
     gamma: float = 0.1
     seed: int = 0
@@ -39,6 +48,8 @@ class TrainConfig:
     train_limit: int | None = None
     test_limit: int | None = None
     encoder: str | None = None           # a pretrained checkpoint (linear protocols, fine-tuning)
+    classes: list[int] | None = None     # a class subset of the dataset, relabelled 0..k-1 in this order
+    image_size: int | None = None        # resize the images (robust transfer: pre-train data at the target's size)
     params: dict[str, Any] = field(default_factory=dict)   # the method's own parameters
 
     def validate(self, where: str) -> None:
@@ -56,13 +67,36 @@ class TrainConfig:
         for key in ("train_limit", "test_limit"):
             v = getattr(self, key)
             require(v is None or v > 0, f"{where}.{key}", f"must be a positive number of points, got {v}")
+        check_classes(self.classes, DATASETS.get(self.dataset)[0].num_classes, self.dataset, f"{where}.classes")
+        require(self.image_size is None or 4 <= self.image_size <= 1024, f"{where}.image_size",
+                f"must be between 4 and 1024 pixels, got {self.image_size}")
         if METHODS.get(self.method).needs_encoder and not self.encoder:
             raise UserError(f"{where}.encoder: method '{self.method}' trains on a pretrained encoder; "
                             "pass --encoder PATH/checkpoint.pt")
 
+    def data_info(self) -> Any:
+        """The DatasetInfo of what this run trains on: its class subset and size, if any."""
+        return view_info(dataset_info(self.dataset), self.classes, self.image_size)
+
     def method_params(self, where: str) -> Any:
         cls = METHODS.get(self.method, f"{where}.method")
+        _refuse_foreign(self.method, cls.Params, self.params, f"{where}.params")
         return from_mapping(cls.Params, self.params, f"{where}.params")
+
+
+def _refuse_foreign(method: str, params_cls: type, params: Any, where: str) -> None:
+    """An option of another method (e.g. `steps` on simclr) is named with its owners, not as a typo."""
+    if not isinstance(params, Mapping):
+        return
+    own = {f.name for f in dataclasses.fields(params_cls)} if dataclasses.is_dataclass(params_cls) else set()
+    for key in params:
+        if key in own:
+            continue
+        owners = sorted(n for n in METHODS.names() if dataclasses.is_dataclass(METHODS.get(n).Params)
+                        and key in {f.name for f in dataclasses.fields(METHODS.get(n).Params)})
+        if owners:
+            raise UserError(f"{where}.{key}: is an option of method {', '.join(owners)}, not of '{method}'; drop "
+                            f"it{' (its options: ' + ', '.join(sorted(own)) + ')' if own else ''} or change method")
 
 
 def make_train_config(fields: Mapping[str, Any], where: str, base_dir: Path | None = None) -> TrainConfig:
