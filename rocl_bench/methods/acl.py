@@ -34,6 +34,8 @@ ACL_DEFAULTS = {"optimizer": "lars", "lr": 5.0, "weight_decay": 1e-6, "warmup_ep
 @dataclass(frozen=True)
 class ACLParams(SimCLRParams):
     detach_keys: bool = False            # ACL's nt_xent detaches nothing (RoCL's does)
+    projector_hidden: int = 512          # the official proj_head is 512-d throughout (512 → 512 → 512 → 512,
+    projector_out: int = 512             # with BatchNorm); ours keeps two linear layers, no BatchNorm
     variant: Literal["ds", "a2a", "a2s"] = "ds"
     dual_bn: bool = True                 # DS / A2S: clean images through their own BatchNorm
     eps: float | None = None             # dataset default (8/255 on CIFAR)

@@ -41,6 +41,7 @@ ADVCL_DEFAULTS = {"optimizer": "sgd", "lr": 0.5, "momentum": 0.9, "weight_decay"
 @dataclass(frozen=True)
 class AdvCLParams(SimCLRParams):
     detach_keys: bool = False            # SupCon detaches nothing
+    projector_hidden: int = 512          # the official head_proj: 512 → 512 (BatchNorm, ReLU) → 128
     base_temperature: float = 0.07       # the official SupConLoss scales by τ / base_temperature
     eps: float | None = None
     step_size: float | None = None       # 2/255 at 8/255
