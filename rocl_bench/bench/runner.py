@@ -66,14 +66,21 @@ def plan_lines(suite: Suite, names: list[str]) -> list[str]:
     lines = [f"suite {suite.name}: dataset {suite.data.info().label or suite.data.dataset}, "
              f"train limit {suite.data.train_limit or 'all'}, test limit {suite.data.test_limit or 'all'}, "
              f"seed {suite.seed}",
-             f"  models ({len(names)}): " + ", ".join(
-                 f"{n} [{suite.models[n].train.method}, {suite.models[n].train.model}, "
-                 f"{suite.models[n].train.epochs} ep]" if suite.models[n].train else f"{n} [checkpoint]"
-                 for n in names),
+             f"  models ({len(names)}): " + ", ".join(_model_summary(suite, n) for n in names),
              f"  attacks ({len(suite.attacks)}): " + ", ".join(suite.attacks),
              f"  evaluated: {', '.join(evaluated)} (contrastive pre-training serves as encoders only)",
              f"  cells: {cells} white-box/black-box + {len(pairs)} transfer"]
     return lines
+
+
+def _model_summary(suite: Suite, name: str) -> str:
+    """'rocl [rocl, cnn-small, 10 ep]', naming its own data when it is pre-trained on other data than the suite's."""
+    t = suite.models[name].train
+    if t is None:
+        return f"{name} [checkpoint]"
+    own = t.data_info().label or t.dataset
+    other = f", pre-trained on {own}" if own != (suite.data.info().label or suite.data.dataset) else ""
+    return f"{name} [{t.method}, {t.model}, {t.epochs} ep{other}]"
 
 
 def is_classifier(suite: Suite, name: str) -> bool:
