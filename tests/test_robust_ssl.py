@@ -81,8 +81,12 @@ def test_acl_pair_loss_equals_the_official_nt_xent():
     torch.manual_seed(1)
     z = torch.randn(2 * 12, 16)
     method = ACL(ACLParams(), INFO)
-    ours = method.pair_loss(z)
-    assert torch.allclose(ours, official_nt_xent(interleave(z)), atol=1e-5)
+    z1, z2 = z.clone().requires_grad_(True), z.clone().requires_grad_(True)
+    ours, ref = method.pair_loss(z1), official_nt_xent(interleave(z2))
+    assert torch.allclose(ours, ref, atol=1e-5)
+    ours.backward()
+    ref.backward()
+    assert torch.allclose(z1.grad, z2.grad, atol=1e-6)        # nothing detached: the gradients agree too
 
 
 def test_acl_ds_loss_is_the_mean_of_the_clean_and_adversarial_pair_losses():
