@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -324,3 +325,21 @@ def test_class_subset_relabels_in_the_order_given_and_resizes():
     first7 = int(torch.nonzero(full.labels == 7)[0])
     first2 = int(torch.nonzero(full.labels == 2)[0])
     assert int(sub.labels[0]) == (0 if first7 < first2 else 1)
+
+
+def test_the_paper_suite_has_every_method_under_every_protocol_and_the_leaderboards_labels():
+    from rocl_bench.bench.suite import load_suite
+    from rocl_bench.report.check import load_baseline
+
+    root = Path(__file__).resolve().parent.parent
+    suite = load_suite(root / "suites" / "robust_ssl.yaml", data_root="/nonexistent")
+    labels = {m.label for m in suite.models.values() if m.label}
+    wanted = {f"{m} + {p}" for m in ("RoCL", "ACL", "AdvCL", "DynACL", "DynACL++") for p in ("SLF", "ALF", "AFF")}
+    assert labels == wanted
+    doc = json.loads((root / "baselines" / "paper" / "robustssl_cifar10.json").read_text())
+    assert {c["label"] for c in doc["cells"]} == wanted and len(doc["cells"]) == 30
+    load_baseline(root / "baselines" / "paper" / "robustssl_cifar10.json")
+    assert {a.attack.name for a in suite.attacks.values()} >= {"autoattack", "pgd"}
+    methods = {m.train.method for m in suite.models.values()}
+    assert methods >= {"rocl", "acl", "advcl", "dynacl", "dynacl++", "slf", "alf", "aff"}
+    assert all(m.train.model == "resnet18-official" for m in suite.models.values())

@@ -13,9 +13,11 @@ Adding a method is one file plus its test:
    `--method <name>`, suites and `rocl-bench list` know it (an unknown name lists the valid ones).
 4. Test it in `tests/test_<name>.py`: a short `quick_train` run, and the property that makes it that method.
 
-ACL (dual BatchNorm) keeps its adversarial BatchNorm branch in `self.modules` and swaps it into the encoder
-inside its loss; AdvCL keeps its frozen teacher encoder in `self.modules`; DynACL sets its augmentation
-strength in `on_epoch_start`. None of them needs the loop to change.
+So do the adversarial SSL peers: ACL keeps its clean BatchNorm branch in `self.modules` and swaps it into the
+encoder for the clean pair (dual_bn.py); AdvCL keeps its frozen teacher in `self.modules` and fits its k-means
+centroids in `prepare` (pseudo_labels.py); DynACL sets its augmentation strength and loss weight in
+`on_epoch_start`, keeps its momentum network in `self.modules` and yields it in `finish`; DynACL++ probes at a
+tenth of the rate through `lr_scale`. None of them changes the loop.
 """
 import importlib
 import pkgutil
