@@ -35,12 +35,7 @@ class DataSection:
     image_size: int | None = None         # resize every image (pre-training data follows this size)
 
     def validate(self, where: str) -> None:
-        _name(self.dataset, f"{where}.dataset")
-        DATASETS.get(self.dataset, f"{where}.dataset")
-        for key in ("train_limit", "test_limit"):
-            v = getattr(self, key)
-            require(v is None or v > 0, f"{where}.{key}", f"must be a positive number of points, got {v}")
-        check_classes(self.classes, dataset_info(self.dataset).num_classes, self.dataset, f"{where}.classes")
+        _check_data(self, where)
         require(self.image_size is None or 4 <= self.image_size <= 1024, f"{where}.image_size",
                 f"must be between 4 and 1024 pixels, got {self.image_size}")
 
@@ -67,12 +62,17 @@ class PretrainData:
     root: str | None = None
 
     def validate(self, where: str) -> None:
-        _name(self.dataset, f"{where}.dataset")
-        DATASETS.get(self.dataset, f"{where}.dataset")
-        for key in ("train_limit", "test_limit"):
-            v = getattr(self, key)
-            require(v is None or v > 0, f"{where}.{key}", f"must be a positive number of points, got {v}")
-        check_classes(self.classes, dataset_info(self.dataset).num_classes, self.dataset, f"{where}.classes")
+        _check_data(self, where)
+
+
+def _check_data(section: DataSection | PretrainData, where: str) -> None:
+    """A known dataset, positive limits, a class subset of its classes."""
+    _name(section.dataset, f"{where}.dataset")
+    DATASETS.get(section.dataset, f"{where}.dataset")
+    for key in ("train_limit", "test_limit"):
+        v = getattr(section, key)
+        require(v is None or v > 0, f"{where}.{key}", f"must be a positive number of points, got {v}")
+    check_classes(section.classes, dataset_info(section.dataset).num_classes, section.dataset, f"{where}.classes")
 
 
 @dataclass(frozen=True)
