@@ -70,9 +70,11 @@ class TrainConfig:
         check_classes(self.classes, DATASETS.get(self.dataset)[0].num_classes, self.dataset, f"{where}.classes")
         require(self.image_size is None or 4 <= self.image_size <= 1024, f"{where}.image_size",
                 f"must be between 4 and 1024 pixels, got {self.image_size}")
-        if METHODS.get(self.method).needs_encoder and not self.encoder:
-            raise UserError(f"{where}.encoder: method '{self.method}' trains on a pretrained encoder; "
-                            "pass --encoder PATH/checkpoint.pt")
+        cls = METHODS.get(self.method)
+        if cls.needs_encoder and not self.encoder:
+            role = ("learns from a frozen teacher encoder's features (e.g. a simclr checkpoint)"
+                    if cls.encoder_role == "teacher" else "trains on a pretrained encoder")
+            raise UserError(f"{where}.encoder: method '{self.method}' {role}; pass --encoder PATH/checkpoint.pt")
 
     def data_info(self) -> Any:
         """The DatasetInfo of what this run trains on: its class subset and size, if any."""
