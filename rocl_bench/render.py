@@ -112,18 +112,50 @@ def latex_grouped(body: str, header: Sequence[tuple[str, str]], footnotes: Seque
     return "\n".join(out) + "\n"
 
 
-def html(header: Sequence[tuple[str, str]], rows: Sequence[Sequence[str]], index: Sequence[str],
-         caption: str, footnotes: Sequence[str] = ()) -> str:
-    """A bordered HTML table with a two-level header; every name, label, the caption and the footnotes (one
-    paragraph each, after the table) escaped. Element ids derive from the content (pandas would draw them at
-    random), so the same table gives the same bytes."""
-    import pandas as pd
+def html(header: Sequence[tuple[str, str] | str], rows: Sequence[Sequence[str]], index: Sequence[str],
+         caption: str, footnotes: Sequence[str] = (), corner: str = "",
+         links: Sequence[str | None] | None = None) -> str:
+    """A sortable HTML table: `header` holds column names, or (group, sub) pairs for a two-level header (runs of
+    one group share a spanning cell; a column without a sub spans both rows); `rows` hold cells already in HTML
+    (callers format numbers and mark best cells); `index` labels the rows (escaped; `links`, optional, makes the
+    i-th label a link to links[i]); `corner` heads the label column; every name, the caption and the footnotes
+    (one paragraph each, after the table) are escaped. Each column header (th.sort, data-col) re-sorts the rows in
+    a browser with the site's script (report/site_assets/sort.js, inlined by `rocl-bench report` and by
+    `table --format html`). The table's id derives from its content, so the same table gives the same bytes.
+    The one HTML table renderer: the site's pages and `table --format html` both use it."""
+    esc = html_lib.escape
+    pairs = [h if isinstance(h, tuple) else (str(h), "") for h in header]
+    two = any(sub for _, sub in pairs)
+    digest = hashlib.sha256(repr((pairs, [list(r) for r in rows], list(index), caption, corner,
+                                  list(links or []))).encode()).hexdigest()[:10]
+    out = [f'<table class="rocl-bench sortable" id="rb-{digest}">', f"<caption>{esc(caption)}</caption>", "<thead>"]
 
-    frame = pd.DataFrame([list(r) for r in rows], index=list(index), columns=pd.MultiIndex.from_tuples(list(header)))
-    uuid = hashlib.sha256(repr((list(header), [list(r) for r in rows], list(index), caption)).encode()).hexdigest()
-    styler = (frame.style.set_uuid(uuid[:5]).format_index(escape="html", axis=0).format_index(escape="html", axis=1)
-              .set_caption(html_lib.escape(caption))
-              .set_table_attributes('class="rocl-bench" border="1" style="border-collapse: collapse"'))
-    notes = "".join(f'<p class="rocl-bench-note">{html_lib.escape(str(n))}</p>\n' for n in footnotes)
-    return styler.to_html() + notes
+    def th(text: str, col: int, span: str = "") -> str:
+        return f'<th scope="col" class="sort" data-col="{col}"{span} title="sort by this column">{esc(text)}</th>'
 
+    top = [th(corner, 0, ' rowspan="2"' if two else "")]
+    subs = []
+    j = 0
+    while j < len(pairs):
+        group, sub = pairs[j]
+        if not two or not sub:
+            top.append(th(group, j + 1, ' rowspan="2"' if two else ""))
+            j += 1
+            continue
+        k = j
+        while k < len(pairs) and pairs[k][0] == group and pairs[k][1]:
+            subs.append(th(pairs[k][1], k + 1))
+            k += 1
+        top.append(f'<th scope="colgroup" colspan="{k - j}">{esc(group)}</th>')
+        j = k
+    out.append("<tr>" + "".join(top) + "</tr>")
+    if two:
+        out.append("<tr>" + "".join(subs) + "</tr>")
+    out += ["</thead>", "<tbody>"]
+    for i, (label, row) in enumerate(zip(index, rows)):
+        href = links[i] if links is not None and i < len(links) else None
+        name = f'<a href="{esc(href, quote=True)}">{esc(str(label))}</a>' if href else esc(str(label))
+        out.append(f'<tr><th scope="row">{name}</th>' + "".join(f"<td>{c}</td>" for c in row) + "</tr>")
+    out += ["</tbody>", "</table>"]
+    notes = "".join(f'<p class="rocl-bench-note">{esc(str(n))}</p>\n' for n in footnotes)
+    return "\n".join(out) + "\n" + notes

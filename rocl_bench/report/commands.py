@@ -1,4 +1,4 @@
-"""argparse handlers for `rocl-bench table | plot | check | baseline`.
+"""argparse handlers for `rocl-bench table | report | plot | check | baseline`.
 
 Wire them into the CLI with `add_report_parsers(subparsers)`; each handler returns an exit code and raises
 UserError (printed as one line, exit 2) for user mistakes. Heavy imports (pandas, matplotlib, torch for the
@@ -89,8 +89,18 @@ def cmd_table(args: argparse.Namespace) -> int:
             raise UserError("--models works with --kind main or gap (the transfer matrix keeps every source)")
         table = tables.only_rows(table, [m.strip() for m in args.models.split(",") if m.strip()])
     text = tables.render(table, fmt)
+    if fmt == "html":          # a page of its own, styled and sortable like the report's (report/site.py)
+        from .site import standalone_table
+
+        text = standalone_table(text, table.caption)
     _emit(text, args.out)
     return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .site import cmd_report as run
+
+    return run(args)
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
@@ -169,7 +179,7 @@ def _points(text: str) -> float:
 
 
 def add_report_parsers(sub: Any) -> None:
-    """Add `table`, `compare`, `plot`, `check` and `baseline` to an argparse subparsers object."""
+    """Add `table`, `report`, `compare`, `plot`, `check` and `baseline` to an argparse subparsers object."""
     t = sub.add_parser("table", help="tables (Markdown, CSV, LaTeX, HTML) from a results folder",
                        description="Accuracy table: rows = models in suite order; columns Clean, then one per "
                                    "budget (Seen, Unseen per norm and ε), each the per-point worst case over every "
@@ -195,6 +205,23 @@ def add_report_parsers(sub: Any) -> None:
     t.add_argument("--per-attack", dest="per_attack", action="store_true",
                    help="one column per attack instead of the worst case per budget (implied by --compare)")
     t.set_defaults(func=cmd_table)
+
+    r = sub.add_parser("report", help="a static leaderboard site (HTML, works from file://) from results folders",
+                       description="Writes OUT/index.html (per suite: the main table and one leaderboard per threat "
+                                   "model, with cost columns and † warning markers, sortable by any column), a page "
+                                   "per suite (ε-curves, transfer heat map and matrix, training curves, gap and "
+                                   "paired tables, links to records.jsonl and the CSV/LaTeX tables) and a page per "
+                                   "model (every cell, its curves, transfer row and column, training curve, "
+                                   "provenance). No server and no network needed. Written to a temporary folder "
+                                   "and renamed into place; an existing OUT is replaced only if a report wrote it.")
+    r.add_argument("results", nargs="+", help="results folder(s) (with records.jsonl) or records.jsonl file(s)")
+    r.add_argument("--out", required=True, metavar="SITE", help="folder to write the site to")
+    r.add_argument("--gap", action="append", metavar="BASE,REFERENCE",
+                   help="gap table(s) on the suite pages (repeatable; default simclr_le,standard where both exist)")
+    r.add_argument("--pair", action="append", metavar="A,B",
+                   help="paired comparison(s) on the suite pages (repeatable; default: the model first at the "
+                        "seen budget against each other model)")
+    r.set_defaults(func=cmd_report)
 
     p = sub.add_parser("plot", help="figures from a results folder")
     p.add_argument("results", help="results folder or records.jsonl; for --kind training a run folder with "

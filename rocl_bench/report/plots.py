@@ -30,6 +30,25 @@ FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg"}
 DPI = 200
 NORM_AXIS = {"linf": "ℓ∞ radius ε", "l2": "ℓ2 radius ε", "l1": "ℓ1 radius ε"}
 
+# Okabe & Ito's colour-blind-safe qualitative palette
+PALETTE = ("#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#F0E442", "#000000")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")     # 7 markers against 8 colours: 56 distinct (colour, marker) pairs
+Styles = dict[str, tuple[str, str]]
+
+
+def model_styles(models: Any) -> Styles:
+    """{model: (colour, marker)} for models in suite order: the i-th model gets colour i mod 8 and marker i mod 7, so
+    the first 56 models (8 and 7 are coprime) each have a pair of their own, and neighbours differ in both. Every
+    plot of a suite (ε-curve, training curves, the site's per-model plots) takes its styles from here with the
+    suite's model list, so a model keeps its colour and marker across them."""
+    names = list(dict.fromkeys(models))
+    return {m: (PALETTE[i % len(PALETTE)], MARKERS[i % len(MARKERS)]) for i, m in enumerate(names)}
+
+
+def suite_models(latest: list[Record]) -> list[str]:
+    """The models of these records in suite order (the order model_styles is given)."""
+    return list(dict.fromkeys(r.model for r in latest))
+
 
 def _new_figure(width: float, height: float) -> Figure:
     fig = Figure(figsize=(width, height), dpi=DPI)
@@ -37,13 +56,13 @@ def _new_figure(width: float, height: float) -> Figure:
     return fig
 
 
-def save_figure(fig: Figure, out: str | Path) -> Path:
+def save_figure(fig: Figure, out: str | Path, dpi: int = DPI) -> Path:
     out = Path(out)
     fmt = FORMATS.get(out.suffix.lower())
     if fmt is None:
         raise UserError(f"--out {out}: unsupported figure type '{out.suffix}'; use .png, .pdf or .svg")
     try:
-        atomic_write_bytes(out, lambda f: fig.savefig(f, format=fmt, dpi=DPI, bbox_inches="tight"))
+        atomic_write_bytes(out, lambda f: fig.savefig(f, format=fmt, dpi=dpi, bbox_inches="tight"))
     except OSError as e:
         raise UserError(f"--out {out}: cannot be written ({e.strerror or e}); choose a writable path") from None
     return out
@@ -66,8 +85,9 @@ def _fixed_at(model: str, norm: str, eps: float) -> Callable[[Record], bool]:
     return pred
 
 
-def eps_curve_figure(latest: list[Record]) -> Figure:
-    """Accuracy (%) vs ε, one panel per norm, one colour per model; clean accuracy at ε = 0.
+def eps_curve_figure(latest: list[Record], styles: Styles | None = None) -> Figure:
+    """Accuracy (%) vs ε, one panel per norm, one (colour, marker) per model: `styles` (the suite's model_styles,
+    so a page showing some models keeps their colours), else model_styles of these records; clean accuracy at ε = 0.
 
     In a norm where a model has a minimum-norm cell, its line is the continuous best-known curve
     (distances.best_known: the per-point smallest ε at which any cell fooled the point) and its fixed-ε cells are
@@ -82,7 +102,9 @@ def eps_curve_figure(latest: list[Record]) -> Figure:
     models: dict[str, str] = {}
     for r in latest:
         models.setdefault(r.model, r.name)
-    colour = {m: f"C{i % 10}" for i, m in enumerate(models)}
+    styles = {**model_styles(models), **(styles or {})}
+    colour = {m: styles[m][0] for m in models}
+    marker = {m: styles[m][1] for m in models}
     clean: dict[str, float] = {}
     for r in latest:
         if r.attack_type == "clean" or (r.model not in clean and r.clean_accuracy is not None):
@@ -102,12 +124,14 @@ def eps_curve_figure(latest: list[Record]) -> Figure:
                 best = best_known(latest, m, norm)
                 xs = np.linspace(0.0, top, 300)
                 ax.plot(xs, [100.0 * float((best > x).mean()) for x in xs], color=colour[m], linewidth=1.5,
-                        label=label)
+                        marker=marker[m], markersize=4, markevery=(list(models).index(m) % 6 * 10, 60),
+                        markerfacecolor="white", label=label)
                 recs = [r for r in latest if r.model == m]
                 for eps in budgets:
                     v = worst_case(recs, _fixed_at(m, norm, eps))
                     if v is not None:
-                        ax.plot([eps], [100.0 * v], marker="o", markersize=4, color=colour[m], linestyle="none")
+                        ax.plot([eps], [100.0 * v], marker=marker[m], markersize=4, color=colour[m],
+                                linestyle="none")
                 continue
             pts: dict[float, float] = {}
             for r in pgd:
@@ -119,7 +143,8 @@ def eps_curve_figure(latest: list[Record]) -> Figure:
             if m in clean:
                 pts[0.0] = clean[m]
             xs = sorted(pts)
-            ax.plot(xs, [pts[x] for x in xs], marker="o", markersize=4, linewidth=1.5, color=colour[m], label=label)
+            ax.plot(xs, [pts[x] for x in xs], marker=marker[m], markersize=4, linewidth=1.5, color=colour[m],
+                    label=label)
         if seen_eps.get(norm) is not None:
             ax.axvline(seen_eps[norm], color="0.5", linestyle=":", linewidth=1, label="training ε (seen)")
         ticks = sorted({0.0} | set(budgets))
@@ -217,11 +242,39 @@ def read_metrics(path: Path, warn: Callable[[str], None]) -> list[dict[str, Any]
     return rows
 
 
-def training_figure(results: str | Path, warn: Callable[[str], None] | None = None) -> Figure:
-    """Training loss and train accuracy (%) vs epoch, one line per run."""
+def run_model(run: Path, latest: list[Record]) -> str | None:
+    """The model whose training run folder this is: results/models/<model>-<model_key>, else None (an encoder's
+    pre-training, a run of another suite)."""
+    return next((r.model for r in latest if run.name == f"{r.model}-{r.model_key}"), None)
+
+
+def training_styles(files: list[Path], base: Path) -> dict[Path, tuple[str, str]]:
+    """The (colour, marker) of each run: a run of a model of the records.jsonl at `base` (a results folder, or
+    the folder above its models/) gets that model's suite style (as in the ε-curve); the other runs (an encoder's
+    pre-training) follow the suite's models in the palette."""
+    latest: list[Record] = []
+    folder = next((d for d in (base, base.parent) if (d / RECORDS_FILE).is_file()), None)   # RESULTS or its models/
+    if folder is not None:
+        from ..record import load
+
+        try:
+            latest = load(folder, warn=lambda s: None, allow_empty=True).latest()
+        except UserError:
+            latest = []
+    order = suite_models(latest)
+    owner = {f: run_model(f.parent, latest) for f in files}
+    styles = model_styles(order + [str(f) for f in files if owner[f] is None])
+    return {f: styles[owner[f] if owner[f] is not None else str(f)] for f in files}
+
+
+def training_figure(results: str | Path, warn: Callable[[str], None] | None = None,
+                    styles: dict[Path, tuple[str, str]] | None = None) -> Figure:
+    """Training loss and train accuracy (%) vs epoch, one line per run, in its model's suite style (`styles` per
+    metrics file, default training_styles)."""
     warn = warn or warn_stderr
     files = find_metrics(results)
     base = Path(results) if Path(results).is_dir() else Path(results).parent
+    styles = {**training_styles(files, base), **(styles or {})}
     fig = _new_figure(8.8, 3.4)
     ax_loss, ax_acc = fig.subplots(1, 2)
     any_acc, losses = False, []
@@ -237,13 +290,14 @@ def training_figure(results: str | Path, warn: Callable[[str], None] | None = No
         name = name or f.parent.resolve().name
         ep = [r["epoch"] for r in rows if isinstance(r.get("loss"), (int, float))]
         lo = [r["loss"] for r in rows if isinstance(r.get("loss"), (int, float))]
-        line = ax_loss.plot(ep, lo, marker="o", markersize=3, linewidth=1.5, label=name)[0]
+        colour, mark = styles[f]
+        ax_loss.plot(ep, lo, marker=mark, markersize=3, linewidth=1.5, color=colour, label=name)
         losses += [v for v in lo if math.isfinite(v)]
         acc = [(r["epoch"], 100.0 * r["train_accuracy"]) for r in rows
                if isinstance(r.get("train_accuracy"), (int, float))]
         if acc:
             any_acc = True
-            ax_acc.plot(*zip(*acc), marker="o", markersize=3, linewidth=1.5, color=line.get_color(), label=name)
+            ax_acc.plot(*zip(*acc), marker=mark, markersize=3, linewidth=1.5, color=colour, label=name)
     if not losses:
         raise UserError(f"{results}: the metrics files hold no loss values to plot")
     if min(losses) > 0 and max(losses) / min(losses) > 5:  # contrastive and CE losses differ in scale

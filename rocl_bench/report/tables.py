@@ -521,9 +521,10 @@ def _row_warnings(table: Table, r: Row) -> str:
                       if table.marks.get((r.model, c)) and (r.model, c) in table.values)
 
 
-def render(table: Table, fmt: str) -> str:
-    """The table as md, csv, latex (booktabs, two-level header) or html (see report/render.py); cells whose
-    records carry warnings get a dagger and a footnote (CSV: the last column, `warnings`)."""
+def render(table: Table, fmt: str, links: Mapping[str, str] | None = None) -> str:
+    """The table as md, csv, latex (booktabs, two-level header) or html (see rocl_bench/render.py); cells whose
+    records carry warnings get a dagger and a footnote (CSV: the last column, `warnings`). html only: `links`
+    {model: href} makes row labels links (the site's pages)."""
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
     cells, labels = _cells(table, fmt), [r.label for r in table.rows]
@@ -545,4 +546,5 @@ def render(table: Table, fmt: str) -> str:
         body = latex(header, cells, caption_tex, table.label, index=labels,
                      column_format="l" + "r" * len(table.columns), header_tex=True)
         return latex_grouped(body, header, footnotes=notes)
-    return html([(c.group, c.sub) for c in table.columns], cells, labels, caption, footnotes=notes)
+    return html([(c.group, c.sub) for c in table.columns], cells, labels, caption, footnotes=notes,
+                corner=table.corner, links=[(links or {}).get(r.model) for r in table.rows])
