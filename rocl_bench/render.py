@@ -158,4 +158,7 @@ def html(header: Sequence[tuple[str, str] | str], rows: Sequence[Sequence[str]],
         out.append(f'<tr><th scope="row">{name}</th>' + "".join(f"<td>{c}</td>" for c in row) + "</tr>")
     out += ["</tbody>", "</table>"]
     notes = "".join(f'<p class="rocl-bench-note">{esc(str(n))}</p>\n' for n in footnotes)
+    if len(footnotes) > 3:              # many warnings: folded under one line, so the next table stays in view
+        notes = (f'<details class="rocl-bench-notes"><summary>† {len(footnotes)} warnings (show)</summary>\n'
+                 f"{notes}</details>\n")
     return "\n".join(out) + "\n" + notes

@@ -74,3 +74,13 @@ def test_footnotes_go_under_the_table_in_every_format():
     page = render.html([("G", "a")], [["1†"]], ["r"], "cap", footnotes=["† r: <w>"])
     assert page.endswith('<p class="rocl-bench-note">† r: &lt;w&gt;</p>\n')
     assert render.tex_text("ε=0.1 at ℓ∞ 5%") == r"$\epsilon$=0.1 at $\ell$$\infty$ 5\%"
+
+
+def test_html_folds_many_warnings_under_one_line():
+    from rocl_bench.render import html
+
+    few = html(["a"], [["1"]], ["m"], "cap", footnotes=["w1", "w2"])
+    many = html(["a"], [["1"]], ["m"], "cap", footnotes=[f"w{i}" for i in range(5)])
+    assert "<details" not in few and few.count('class="rocl-bench-note"') == 2
+    assert '<details class="rocl-bench-notes"><summary>† 5 warnings (show)</summary>' in many
+    assert many.count('class="rocl-bench-note"') == 5          # every warning is still on the page
