@@ -483,3 +483,15 @@ def test_plot_default_out_and_bad_extension(tmp_path, capsys):
     _assert_image(tmp_path / "figures" / "eps-curve.png")
     assert cli("plot", tmp_path, "--kind", "eps-curve", "--out", tmp_path / "x.jpg") == 2
     assert "unsupported figure type" in capsys.readouterr().err
+
+
+def test_compare_warns_when_the_baseline_is_on_other_data(tmp_path, capsys):
+    recs = lines()
+    for r in recs:
+        r["dataset"] = "mnist"
+    assert cli("table", write_records(tmp_path / "m.jsonl", recs), "--compare", PAPER) == 0
+    assert "holds numbers on cifar10, these records are on mnist" in capsys.readouterr().err
+    for r in recs:
+        r["dataset"] = "cifar10"
+    assert cli("table", write_records(tmp_path / "c.jsonl", recs), "--compare", PAPER) == 0
+    assert "holds numbers on" not in capsys.readouterr().err

@@ -79,6 +79,11 @@ def cmd_table(args: argparse.Namespace) -> int:
         table = tables.build_main_table(latest, per_attack=args.per_attack or bool(args.compare))
         if args.compare:
             baseline = check_mod.load_baseline(args.compare)
+            ours = sorted({r.dataset for r in latest if r.dataset})
+            theirs = baseline.data.get("dataset")
+            if isinstance(theirs, str) and ours and ours != [theirs]:
+                print(f"rocl-bench: warning: {args.compare} holds numbers on {theirs}, these records are on "
+                      f"{', '.join(ours)}: the ref columns set different data side by side", file=sys.stderr)
             refs, missing = check_mod.reference_values(baseline, table)
             if missing:
                 print(f"rocl-bench: warning: {len(missing)} cell(s) of {args.compare} have no counterpart in the "
