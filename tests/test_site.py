@@ -450,3 +450,10 @@ def test_every_link_resolves_in_the_browser(browser, built):
             assert target.is_file() and built.resolve() in target.resolve().parents, f"{page}: {href}"
             seen += 1
     assert seen > 50
+
+
+def test_a_model_page_bolds_nothing_in_its_one_row_tables(built, latest):
+    m = next(iter(dict.fromkeys(r.model for r in latest)))
+    text = (built / "ci" / "models" / f"{m}.html").read_text()
+    section = text.split("<h2>Main table row</h2>", 1)[1].split("<h2>Every cell</h2>", 1)[0]
+    assert "<strong>" not in section and "<b>" not in section and "Best per column in bold" not in section

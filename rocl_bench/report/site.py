@@ -246,6 +246,15 @@ def _footer(suites: list[Suite]) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ suite
+def _one_row(table: Any, model: str) -> Any:
+    """A model's row of a table; no bold (in a one-row table every value would be its column's best)."""
+    from . import tables
+
+    one = tables.only_rows(table, [model])
+    return dataclasses.replace(one, bold=False, caption=one.caption.replace(" Best per column in bold;", "")
+                               .replace(" Best per column in bold.", ""))
+
+
 def _figure(src: str, alt: str, caption: str) -> str:
     return (f'<figure><img src="{esc(src, quote=True)}" alt="{esc(alt, quote=True)}">'
             f"<figcaption>{esc(caption)}</figcaption></figure>\n")
@@ -367,8 +376,8 @@ def model_page(suite: Suite, model: str, figures: dict[str, str], run: Path | No
     body = [f"<h1>{esc(label)}</h1>",
             f'<p class="meta"><code>{esc(model)}</code> · method {esc(", ".join(_distinct(mine, "method")) or "–")}'
             f' · {esc(tables.describe(mine)[0])} · <a href="../index.html">suite page</a></p>',
-            "<h2>Main table row</h2>", _wrap(tables.render(tables.only_rows(suite.main, [model]), "html")),
-            "<h2>Per attack</h2>", _wrap(tables.render(tables.only_rows(suite.per_attack, [model]), "html"))]
+            "<h2>Main table row</h2>", _wrap(tables.render(_one_row(suite.main, model), "html")),
+            "<h2>Per attack</h2>", _wrap(tables.render(_one_row(suite.per_attack, model), "html"))]
     header = ["Attack", "Type", "Norm", "ε", "Source", "Seen", "Robust acc. (%)", "Clean acc. (%)", "n",
               "Seconds", "Peak memory (MB)", "Warnings", "Library flags", "Time stamp"]
     rows, ids = [], []
