@@ -17,13 +17,12 @@ import torch
 from torch import nn
 
 from ..attacks.pgd import pgd
-from ..config import require
 from ..data.augment import AugmentSpec
 from ..losses import nt_xent
 from ..runtime import eval_mode, full_precision
-from .base import StepOutput, register_method
+from .base import StepOutput, check_budget, register_method, resolve_budget
 from .contrastive import SimCLR, SimCLRParams
-from .dual_bn import batchnorm_branch, using_branch
+from .dual_bn import batchnorm_branch, branch, using_branch
 
 ACL_STEP_RATIO = 0.25                   # 2/255 per step at ε = 8/255
 ACL_DEFAULTS = {"optimizer": "lars", "lr": 5.0, "weight_decay": 1e-6, "warmup_epochs": 10,
@@ -45,9 +44,7 @@ class ACLParams(SimCLRParams):
 
     def validate(self, where: str) -> None:
         super().validate(where)
-        require(self.eps is None or 0 < self.eps <= 1, f"{where}.eps", f"must be in (0, 1], got {self.eps}")
-        require(self.step_size is None or self.step_size > 0, f"{where}.step_size", "must be positive")
-        require(1 <= self.steps <= 10_000, f"{where}.steps", f"must be between 1 and 10000, got {self.steps}")
+        check_budget(self, where)
 
 
 def acl_augment(kind: str) -> AugmentSpec:
@@ -74,12 +71,10 @@ class ACL(SimCLR):
             self.modules["normal"] = batchnorm_branch(model)
 
     def budget(self) -> tuple[float, float]:
-        p = self.params
-        eps = p.eps if p.eps is not None else self.info.eps
-        return eps, p.step_size if p.step_size is not None else eps * ACL_STEP_RATIO
+        return resolve_budget(self.params, self.info, ACL_STEP_RATIO)
 
     def normal_branch(self) -> nn.ModuleDict | None:
-        return self.modules["normal"] if "normal" in self.modules else None
+        return branch(self.modules, "normal")
 
     def pair_loss(self, z: torch.Tensor) -> torch.Tensor:
         """NT-Xent of this process's two-view batch, what the attack maximises (the training loss, `contrast`,

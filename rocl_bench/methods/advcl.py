@@ -28,9 +28,10 @@ from torch import nn
 from ..attacks.pgd import pgd
 from ..config import require
 from ..runtime import eval_mode, full_precision
-from .base import StepOutput, register_method
+from .acl import ACL_STEP_RATIO
+from .base import StepOutput, check_budget, register_method, resolve_budget
 from .contrastive import SimCLR, SimCLRParams
-from .dual_bn import batchnorm_branch, using_branch
+from .dual_bn import batchnorm_branch, branch, using_branch
 from .pseudo_labels import assign, fit_centroids
 
 ADVCL_DEFAULTS = {"optimizer": "sgd", "lr": 0.5, "momentum": 0.9, "weight_decay": 1e-4, "warmup_epochs": 10,
@@ -55,9 +56,7 @@ class AdvCLParams(SimCLRParams):
 
     def validate(self, where: str) -> None:
         super().validate(where)
-        require(self.eps is None or 0 < self.eps <= 1, f"{where}.eps", f"must be in (0, 1], got {self.eps}")
-        require(self.step_size is None or self.step_size > 0, f"{where}.step_size", "must be positive")
-        require(1 <= self.steps <= 10_000, f"{where}.steps", f"must be between 1 and 10000, got {self.steps}")
+        check_budget(self, where)
         require(len(self.clusters) >= 1 and all(k >= 2 for k in self.clusters), f"{where}.clusters",
                 f"must list cluster counts >= 2, got {self.clusters}")
         require(0 < self.hfc_radius < 1, f"{where}.hfc_radius", "is a fraction of the image size, in (0, 1)")
@@ -127,13 +126,8 @@ class AdvCL(SimCLR):
         super().set_train_mode(net)
         self.modules["teacher"].eval()
 
-    def branch(self, name: str) -> nn.ModuleDict | None:
-        return self.modules[name] if name in self.modules else None
-
     def budget(self) -> tuple[float, float]:
-        p = self.params
-        eps = p.eps if p.eps is not None else self.info.eps
-        return eps, p.step_size if p.step_size is not None else eps * 0.25
+        return resolve_budget(self.params, self.info, ACL_STEP_RATIO)      # 2/255 at 8/255, as ACL
 
     def supcon(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """SupCon without labels over 4 views: the mean −log p over each anchor's 3 positives, averaged over
@@ -143,7 +137,7 @@ class AdvCL(SimCLR):
 
     def pseudo_ce(self, net: nn.Module, x_ce: torch.Tensor, labels: list[torch.Tensor],
                   reduction: str) -> torch.Tensor:
-        with using_branch(self.model, self.branch("pgd_ce")):
+        with using_branch(self.model, branch(self.modules, "pgd_ce")):
             f = net.features(x_ce)
         heads = self.modules["pl_heads"]
         return sum(F.cross_entropy(h(f), pl, reduction=reduction) for h, pl in zip(heads, labels)) / len(labels)
@@ -157,7 +151,7 @@ class AdvCL(SimCLR):
         with torch.no_grad():
             feats = self.modules["teacher"](x)
             labels = [assign(feats, c) for c in self.centroids]
-        with using_branch(self.model, self.branch("normal")):
+        with using_branch(self.model, branch(self.modules, "normal")):
             z_clean = net.project(torch.cat([t1, t2, hfc]))
         eps, step = self.budget()
         fixed = z_clean.detach()

@@ -176,15 +176,25 @@ class LinfBudget:
     random_start: bool = True
 
     def validate(self, where: str) -> None:
-        from ..config import require
-        require(self.eps is None or 0 < self.eps <= 1, f"{where}.eps", f"must be in (0, 1] for [0, 1] images, "
-                f"got {self.eps}")
-        require(self.step_size is None or self.step_size > 0, f"{where}.step_size", "must be positive")
-        require(1 <= self.steps <= 10_000, f"{where}.steps", f"must be between 1 and 10000, got {self.steps}")
+        check_budget(self, where)
 
     def resolve(self, info: DatasetInfo, step_ratio: float) -> tuple[float, float]:
-        eps = self.eps if self.eps is not None else info.eps
-        return eps, self.step_size if self.step_size is not None else eps * step_ratio
+        return resolve_budget(self, info, step_ratio)
+
+
+def check_budget(p: Any, where: str) -> None:
+    """The ℓ∞ attack fields (eps, step_size, steps) of any method's parameters: LinfBudget's, and the contrastive
+    methods' whose parameters also hold a projector and a temperature."""
+    from ..config import require
+    require(p.eps is None or 0 < p.eps <= 1, f"{where}.eps", f"must be in (0, 1] for [0, 1] images, got {p.eps}")
+    require(p.step_size is None or p.step_size > 0, f"{where}.step_size", "must be positive")
+    require(1 <= p.steps <= 10_000, f"{where}.steps", f"must be between 1 and 10000, got {p.steps}")
+
+
+def resolve_budget(p: Any, info: DatasetInfo, step_ratio: float) -> tuple[float, float]:
+    """(ε, step): unset ε takes the dataset's customary budget, unset step `step_ratio`·ε."""
+    eps = p.eps if p.eps is not None else info.eps
+    return eps, p.step_size if p.step_size is not None else eps * step_ratio
 
 
 def clean_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:

@@ -1,8 +1,8 @@
 """SimCLR (two views) and RoCL (two views + the instance-wise adversarial view), one loss each."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
 from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import torch
@@ -13,8 +13,8 @@ from ..attacks.instance import instance_attack
 from ..config import require
 from ..data.augment import AugmentSpec, augment
 from ..losses import nt_xent
-from ..runtime import eval_mode
-from .base import Method, StepOutput, register_method
+from ..runtime import eval_mode, full_precision
+from .base import Method, StepOutput, check_budget, register_method, resolve_budget
 from .false_negatives import FalseNegatives, keep_mask
 
 ROCL_STEP_RATIO = 0.007 / (8 / 255)    # the official 0.007 per step at ε = 8/255
@@ -101,9 +101,7 @@ class RoCLParams(SimCLRParams):
         super().validate(where)
         require(self.attack_temperature > 0 and self.regularizer_temperature > 0, f"{where}.attack_temperature",
                 "temperatures must be > 0")
-        require(self.eps is None or 0 < self.eps <= 1, f"{where}.eps", f"must be in (0, 1], got {self.eps}")
-        require(self.step_size is None or self.step_size > 0, f"{where}.step_size", "must be positive")
-        require(1 <= self.steps <= 10_000, f"{where}.steps", f"must be between 1 and 10000, got {self.steps}")
+        check_budget(self, where)
         require(self.regularizer_weight >= 0, f"{where}.regularizer_weight", "must be >= 0")
 
 
@@ -118,15 +116,14 @@ class RoCL(SimCLR):
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> StepOutput:
         p = self.params
-        eps = p.eps if p.eps is not None else self.info.eps
-        step = p.step_size if p.step_size is not None else eps * ROCL_STEP_RATIO
+        eps, step = resolve_budget(p, self.info, ROCL_STEP_RATIO)
         t1, t2 = self.views(x, g)
         target = t2 if p.attack_to == "other" else t1
         attack_keep = None
         if p.attack_false_negatives and p.false_negatives.mode != "none":
             with torch.no_grad(), eval_mode(model):
                 attack_keep = keep_mask(p.false_negatives, model.project(torch.cat([t1, target])), y, 2)
-        with torch.autocast(device_type=t1.device.type, enabled=False) if not p.attack_amp else nullcontext():
+        with full_precision(t1) if not p.attack_amp else nullcontext():
             x_adv = instance_attack(model, t1.float(), target.float(), eps=eps, step=step, steps=p.steps,
                                     rand_init=p.random_start, generator=g, temperature=p.attack_temperature,
                                     detach_keys=p.detach_keys, keep=attack_keep)

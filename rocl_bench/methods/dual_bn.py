@@ -26,6 +26,12 @@ def batchnorm_branch(model: nn.Module) -> nn.ModuleDict:
     return nn.ModuleDict({_key(n): copy.deepcopy(m) for n, m in model.named_modules() if isinstance(m, BN_TYPES)})
 
 
+def branch(modules: nn.ModuleDict, name: str) -> nn.ModuleDict | None:
+    """The method's branch `name`, or None where it has none (dual BatchNorm off, or an encoder without BatchNorm
+    layers): using_branch then runs the model's own."""
+    return modules[name] if name in modules else None
+
+
 @contextlib.contextmanager
 def using_branch(model: nn.Module, branch: nn.ModuleDict | None) -> Iterator[None]:
     """Run the block with `branch`'s BatchNorm layers in place of the model's own (None: the model's own).

@@ -25,15 +25,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..attacks.pgd import pgd
 from ..config import require
 from ..data.augment import AugmentSpec
-from ..losses import trades_kl
-from ..runtime import eval_mode, full_precision
-from .acl import ACL, ACLParams
-from .base import LinfBudget, Method, StepOutput, register_method
-from .dual_bn import batchnorm_branch, using_branch
+from .acl import ACL, ACL_STEP_RATIO, ACLParams
+from .base import Method, StepOutput, register_method
+from .dual_bn import branch, using_branch
 from .pseudo_labels import assign, fit_centroids
+from .supervised import TradesParams, trades_loss
 
 
 def annealed(spec: AugmentSpec, strength: float) -> AugmentSpec:
@@ -109,7 +107,7 @@ class DynACL(ACL):
         key = self.modules["key"]
         with using_branch(self.model, self.normal_branch() if normal else None):
             zq = net.project(x[:n])
-        with using_branch(key, self.modules["key_normal"] if normal and "key_normal" in self.modules else None):
+        with using_branch(key, branch(self.modules, "key_normal") if normal else None):
             zk = key.project(x[n:])
         return torch.cat([zq, zk])
 
@@ -142,18 +140,15 @@ class DynACL(ACL):
 
 # ---------------------------------------------------------------- DynACL++: LP-AFT on pseudo labels
 @dataclass(frozen=True)
-class PseudoAFTParams(LinfBudget):
+class PseudoAFTParams(TradesParams):
     clusters: int = 10
     probe_epochs: int = 10               # linear probe on the pseudo labels first (encoder frozen, lr ×0.1)
-    beta: float = 6.0
-    steps: int = 10
     random_start: bool = False           # DynACL's trades_loss starts at the clean image
 
     def validate(self, where: str) -> None:
         super().validate(where)
         require(self.clusters >= 2, f"{where}.clusters", f"must be at least 2, got {self.clusters}")
         require(self.probe_epochs >= 0, f"{where}.probe_epochs", "must be >= 0")
-        require(self.beta >= 0, f"{where}.beta", "must be >= 0")
 
 
 @register_method
@@ -208,15 +203,6 @@ class DynACLPlusPlus(Method):
                 feats = net.features(x)
             logits = head(feats)
             return StepOutput(F.cross_entropy(logits, pseudo), int((logits.argmax(1) == pseudo).sum()))
-        eps, step = self.params.resolve(self.info, 0.25)
-        logits_of = lambda xa: head(net.features(xa))  # noqa: E731
-        with eval_mode(self.model, head), full_precision(x):
-            with torch.no_grad():
-                target = logits_of(x)
-            init = 0.001 * torch.randn(x.shape, generator=g) if self.params.random_start else torch.zeros_like(x)
-            x_adv = pgd(lambda xa, idx: (trades_kl(logits_of(xa), target[idx]), None), x, norm="linf", eps=eps,
-                        step=step, steps=self.params.steps, rand_init=False, generator=g, init=init)
-        logits = logits_of(x)
-        robust = trades_kl(logits_of(x_adv), logits).mean()
-        return StepOutput(F.cross_entropy(logits, pseudo) + self.params.beta * robust,
-                          int((logits.argmax(1) == pseudo).sum()), {"kl": float(robust.detach())})
+        eps, step = self.params.resolve(self.info, ACL_STEP_RATIO)
+        return trades_loss(lambda xa: head(net.features(xa)), (self.model, head), x, pseudo, self.params, eps,
+                           step, g, fp32_attack=True)

@@ -6,13 +6,14 @@ whether the difference is more than chance. Transfer cells are left out: each ha
 """
 from __future__ import annotations
 
+import html as html_lib
 import math
 from dataclasses import dataclass
 import numpy as np
 
 from ..errors import UserError, suggest
 from ..record import Record
-from ..render import csv, markdown
+from ..render import csv, html, markdown
 from .tables import build_main_table, describe
 from .worst import worst_mask
 
@@ -85,8 +86,8 @@ def paired_rows(latest: list[Record], a: str, b: str) -> list[PairedRow]:
 
 
 def render_paired(latest: list[Record], a: str, b: str, fmt: str = "md") -> str:
-    """The comparison as md (with a caption saying how to read it) or csv."""
-    if fmt not in ("md", "csv"):
+    """The comparison as md (with a caption saying how to read it), csv, or an html table (the site's)."""
+    if fmt not in ("md", "csv", "html"):
         raise UserError(f"--format {fmt}: compare writes md or csv")
     rows = paired_rows(latest, a, b)
     label = {r.model: r.name for r in latest}
@@ -98,6 +99,9 @@ def render_paired(latest: list[Record], a: str, b: str, fmt: str = "md") -> str:
     caption = (f"Paired comparison on {describe(latest)[0]}: A = {label[a]}, B = {label[b]}. only A: test "
                f"points A keeps and B loses (and the reverse); p: exact two-sided McNemar test on those two "
                f"counts.")
+    if fmt == "html":                    # cells are HTML there: '<0.001' escaped; the threats label the rows
+        body = [[html_lib.escape(str(c)) for c in row[1:]] for row in cells]
+        return html(header[1:], body, [row[0] for row in cells], caption, corner="Threat")
     return markdown(header, cells, caption, "l" + "r" * (len(header) - 1))
 
 

@@ -66,7 +66,7 @@ def page(title: str, body: str, nav: Sequence[tuple[str, str | None]] = (), foot
 
 def standalone_table(fragment: str, title: str) -> str:
     """`table --format html`: the renderer's table as a page of its own, styled and sortable like the site's."""
-    return page(title, f'<div class="wrap">\n{fragment}</div>\n')
+    return page(title, _wrap(fragment))
 
 
 def _wrap(fragment: str) -> str:
@@ -261,20 +261,12 @@ def _figure(src: str, alt: str, caption: str) -> str:
 
 
 def _paired_html(suite: Suite, a: str, b: str) -> str:
-    from .paired import _p_text, paired_rows
-    from . import tables
+    from .paired import render_paired
 
     try:
-        rows = paired_rows(suite.latest, a, b)
+        return _wrap(render_paired(suite.latest, a, b, "html"))
     except UserError as e:
         return f"<p>{esc(suite.labels.get(a, a))} vs {esc(suite.labels.get(b, b))}: not compared ({esc(str(e))}).</p>\n"
-    la, lb = suite.labels.get(a, a), suite.labels.get(b, b)
-    header = [f"A: {la} (%)", f"B: {lb} (%)", "A − B (points)", "only A", "only B", "p"]
-    cells = [[f"{r.acc_a:.1f}", f"{r.acc_b:.1f}", f"{r.acc_a - r.acc_b:+.1f}", str(r.only_a), str(r.only_b),
-              esc(_p_text(r.p))] for r in rows]
-    caption = (f"Paired comparison on {tables.describe(suite.latest)[0]}: A = {la}, B = {lb}. only A: test points A "
-               "keeps and B loses (and the reverse); p: exact two-sided McNemar test on those two counts.")
-    return _wrap(html_table(header, cells, [r.threat for r in rows], caption, corner="Threat"))
 
 
 def _leader(suite: Suite) -> str | None:
@@ -407,9 +399,8 @@ def model_page(suite: Suite, model: str, figures: dict[str, str], run: Path | No
                      _wrap(tables.render(tables.only_rows(t, [model]), "html"))]
         cols = [c for c in t.columns if c.target == model]
         if cols:
-            links = {m: p for m, p in suite.pages.items()}
             body += [f"<h3>As the target ({esc(label)} attacked)</h3>",
-                     _wrap(tables.render(dataclasses.replace(t, columns=cols), "html", links))]
+                     _wrap(tables.render(dataclasses.replace(t, columns=cols), "html", suite.pages))]
     else:
         body.append("<p>No transfer cells with this model as source or target.</p>")
     body.append("<h2>Training curve</h2>")

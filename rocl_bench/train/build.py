@@ -37,15 +37,20 @@ def build(cfg: TrainConfig, train_set: ImageSet) -> tuple[Classifier, Method, Tr
     return model, method, cfg
 
 
+def _fits(src: ModelSpec, info: Any, path: str) -> None:
+    """An encoder takes this dataset's inputs (channels and size), or the run stops before it trains."""
+    if (src.in_channels, src.image_size) != (info.channels, info.image_size):
+        raise UserError(f"encoder {path}: made for {src.in_channels}×{src.image_size}² inputs, dataset "
+                        f"'{info.name}' has {info.channels}×{info.image_size}²; use an encoder of this dataset")
+
+
 def frozen_teacher(path: str, info: Any) -> Classifier:
     """The encoder checkpoint as a frozen classifier in eval mode (a teacher: its features, never trained)."""
     from ..models.loading import classifier_from_checkpoint
 
     enc = load_checkpoint(path, "encoder")
-    src = spec_from(enc["model_spec"], f"encoder {path}") if "model_spec" in enc else None
-    if src is not None and (src.in_channels, src.image_size) != (info.channels, info.image_size):
-        raise UserError(f"encoder {path}: made for {src.in_channels}×{src.image_size}² inputs, dataset "
-                        f"'{info.name}' has {info.channels}×{info.image_size}²; use an encoder of this dataset")
+    if "model_spec" in enc:
+        _fits(spec_from(enc["model_spec"], f"encoder {path}"), info, path)
     teacher = classifier_from_checkpoint(enc, path, None, None)   # its head is never used: any classes
     for p in teacher.parameters():
         p.requires_grad_(False)
@@ -60,9 +65,7 @@ def transplant_encoder(cfg: TrainConfig, method: Method, info: Any,
     none); a method without one drops it, so a linear protocol's checkpoint is a plain classifier."""
     enc = load_checkpoint(cfg.encoder, "encoder")
     src = spec_from(enc["model_spec"], f"encoder {cfg.encoder}") if "model_spec" in enc else spec_for(cfg.model, info)
-    if (src.in_channels, src.image_size) != (info.channels, info.image_size):
-        raise UserError(f"encoder {cfg.encoder}: made for {src.in_channels}×{src.image_size}² inputs, dataset "
-                        f"'{info.name}' has {info.channels}×{info.image_size}²; use an encoder of this dataset")
+    _fits(src, info, cfg.encoder)
     wanted = method.projector()
     proj = (src.projector or wanted) if wanted else None
     carried = ("encoder.", "projector.") if proj and src.projector else ("encoder.",)
