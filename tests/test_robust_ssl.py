@@ -343,3 +343,16 @@ def test_the_paper_suite_has_every_method_under_every_protocol_and_the_leaderboa
     methods = {m.train.method for m in suite.models.values()}
     assert methods >= {"rocl", "acl", "advcl", "dynacl", "dynacl++", "slf", "alf", "aff"}
     assert all(m.train.model == "resnet18-official" for m in suite.models.values())
+
+
+def test_trades_loss_is_ce_plus_beta_times_the_kl_it_reports():
+    from rocl_bench.methods.supervised import TradesParams, trades_loss
+
+    model, (x, y) = mlp_model(), batch()
+    g = torch.Generator().manual_seed(0)
+    out = trades_loss(model, (model,), x, y, TradesParams(steps=2, beta=3.0), 0.1, 0.025, g)
+    ce = F.cross_entropy(model(x), y)
+    assert out.extras["kl"] > 0
+    assert torch.allclose(out.loss, ce + 3.0 * out.extras["kl"], atol=1e-5)
+    zero = trades_loss(model, (model,), x, y, TradesParams(steps=2, beta=0.0), 0.1, 0.025, g)
+    assert torch.allclose(zero.loss, ce, atol=1e-6) and zero.correct == int((model(x).argmax(1) == y).sum())
